@@ -1,0 +1,58 @@
+"""The one Celery application definition shared by the manager (publisher) and the agents.
+
+Why shared: the delivery guarantees are settings on both ends. Acks late + reject on worker
+lost + prefetch 1 mean a message leaves Redis only when its task has finished; a short
+visibility timeout that agents keep renewing for the messages they hold (see
+:mod:`agents.lease`) means a dead node's messages are redelivered within seconds while a
+long task on a live node is never redelivered; deduplication of redelivered messages whose
+result is already stored means a redelivery does not re-run finished work.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+DEFAULT_PRIORITY = 5
+
+
+def make_app(
+    broker_url: str,
+    *,
+    visibility_timeout_s: float = 10.0,
+    restore_interval_s: float = 2.0,
+    soft_shutdown_timeout_s: float = 10.0,
+) -> Celery:
+    app = Celery("hybrid-rm", broker=broker_url, backend=broker_url, set_as_current=False)
+    transport = {
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": restore_interval_s,
+        "unacked_restore_throttle": 1,  # scan on every sweep: the sweep is already spaced out
+        "queue_order_strategy": "priority",
+    }
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_deduplicate_successful_tasks=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=7 * 24 * 3600,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_priority=DEFAULT_PRIORITY,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_soft_shutdown_timeout=soft_shutdown_timeout_s,
+        worker_hijack_root_logger=True,
+        event_queue_expires=60,
+        event_queue_ttl=10,
+        timezone="UTC",
+    )
+    return app

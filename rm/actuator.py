@@ -1,0 +1,103 @@
+"""The actuator: the only caller of providers, and of the agents' remote-control commands.
+
+Why a thread pool and futures: a cloud launch or a terminate can take minutes, and a provider
+outage must never stall the controller's tick. The controller submits work here and, at the
+top of each tick, collects what has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from agents.settings import AgentSettings
+from providers.base import CloudNode, LaunchResult, PoolSpec, Provider
+
+log = logging.getLogger("rm.actuator")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished provider operation."""
+
+    op: str  # launch | terminate | list
+    pool: str
+    node_ids: tuple[str, ...]
+    value: Any = None  # list[LaunchResult] | list[CloudNode] | None
+    error: BaseException | None = None
+    started_at: float = 0.0  # when it was submitted: a listing says nothing of nodes created after
+
+
+class Actuator:
+    def __init__(self, app: Celery, providers: dict[str, Provider], specs: dict[str, PoolSpec], workers: int = 8) -> None:
+        self.app = app
+        self.providers = providers  # by pool name
+        self.specs = specs
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="actuator")
+        self._pending: list[tuple[str, str, tuple[str, ...], Future, float]] = []
+        self._lock = threading.Lock()
+
+    # -- provider operations (asynchronous) ------------------------------------------------
+    def _submit(self, op: str, pool: str, node_ids: Sequence[str], fn: Any, *args: Any) -> None:
+        started_at = time.time()
+        future = self._executor.submit(fn, *args)
+        with self._lock:
+            self._pending.append((op, pool, tuple(node_ids), future, started_at))
+
+    def launch(self, pool: str, agents: Sequence[AgentSettings]) -> None:
+        self._submit("launch", pool, [a.node_id for a in agents], self.providers[pool].launch, self.specs[pool], list(agents))
+
+    def terminate(self, pool: str, node_ids: Sequence[str]) -> None:
+        self._submit("terminate", pool, node_ids, self.providers[pool].terminate, self.specs[pool], list(node_ids))
+
+    def list_nodes(self, pool: str) -> None:
+        """Ask for a listing unless one for this pool is already under way."""
+        if not self.busy("list", pool):
+            self._submit("list", pool, (), self.providers[pool].list_nodes, self.specs[pool])
+
+    def busy(self, op: str, pool: str, node_id: str | None = None) -> bool:
+        with self._lock:
+            return any(p_op == op and p_pool == pool and (node_id is None or node_id in ids)
+                       for p_op, p_pool, ids, _, _ in self._pending)
+
+    def in_flight_nodes(self) -> set[str]:
+        with self._lock:
+            return {node_id for _, _, ids, _, _ in self._pending for node_id in ids}
+
+    def collect(self) -> list[Outcome]:
+        """Outcomes of the operations that finished since the last call."""
+        with self._lock:
+            done = [item for item in self._pending if item[3].done()]
+            self._pending = [item for item in self._pending if not item[3].done()]
+        outcomes = []
+        for op, pool, node_ids, future, started_at in done:
+            error = future.exception()
+            outcomes.append(Outcome(op, pool, node_ids, None if error else future.result(), error, started_at))
+        return outcomes
+
+    def terminate_now(self, pool: str, node_ids: Sequence[str]) -> None:
+        """Synchronous destroy, used only when the manager stops."""
+        self.providers[pool].terminate(self.specs[pool], list(node_ids))
+
+    # -- agent remote control (broadcast, no reply awaited) --------------------------------
+    def stop_consuming(self, worker: str, queues: Sequence[str]) -> None:
+        for queue in queues:
+            self.app.control.cancel_consumer(queue, destination=[worker])
+
+    def shutdown_agent(self, worker: str) -> None:
+        self.app.control.shutdown(destination=[worker])
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for provider in {id(p): p for p in self.providers.values()}.values():
+            provider.close()
+
+
+__all__ = ["Actuator", "Outcome", "CloudNode", "LaunchResult"]

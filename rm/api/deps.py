@@ -1,0 +1,53 @@
+"""Shared API plumbing: the runtime behind the app, the caller's identity, time formatting.
+
+Why a dependency and not middleware for auth: each route states the role it needs next to its
+code, and FastAPI documents the bearer scheme in the OpenAPI spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rm.auth import Role, lookup
+
+bearer = HTTPBearer(auto_error=False, description="an API token: rmctl up writes one to <state_dir>/token")
+
+ROLE_RANK = {Role.VIEWER: 0, Role.USER: 1, Role.ADMIN: 2}
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    role: Role
+
+
+def runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    token = lookup(request.app.state.runtime.store, credentials.credentials)
+    if token is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(name=token.name, role=Role(token.role))
+
+
+def require(role: Role):  # noqa: ANN201 - a FastAPI dependency factory
+    def check(who: Caller = Depends(caller)) -> Caller:
+        if ROLE_RANK[who.role] < ROLE_RANK[role]:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; your token has {who.role}")
+        return who
+
+    return check
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

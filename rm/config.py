@@ -1,0 +1,184 @@
+"""Configuration: the YAML file an admin writes, validated by pydantic.
+
+Why a module of its own: every other part receives these frozen models and never re-reads
+YAML. Every validation error is turned into a :class:`ConfigError` whose message names the
+file and the dotted path of each bad field (``pools[1].max_nodes``), because an admin
+fixing a config at 3 a.m. should not have to read a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+MAX_LABELS_PER_POOL = 6  # a pool consumes one queue per subset of its labels: 2**6 = 64 at most
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: StrictInt = Field(8000, ge=0, le=65535)
+
+
+class PolicyConfig(_Frozen):
+    """Global knobs of the scaling policy (pool-level knobs live on :class:`PoolConfig`)."""
+
+    tick_s: float = Field(1.0, gt=0, le=600, description="seconds between controller ticks")
+    load_factor: float = Field(1.0, gt=0, description="tasks per slot that justify the slot (ProActive)")
+    idle_timeout_s: float = Field(60.0, ge=0, description="a node idle this long may be released")
+    scale_down_ticks: StrictInt = Field(3, ge=1, description="consecutive ticks a node must be recommended for removal")
+    max_launch_per_tick: StrictInt = Field(10, ge=1, description="cap on nodes launched in one pool per tick")
+    heartbeat_timeout_s: float = Field(10.0, gt=0, description="a registered node silent this long is lost")
+
+
+class AgentConfig(_Frozen):
+    """How agents hold their messages. See README "Nothing lost" for why these numbers."""
+
+    visibility_timeout_s: float = Field(10.0, gt=1, description="a message not renewed this long is redelivered")
+    lease_renew_s: float = Field(2.0, gt=0, description="how often an agent renews the lease of its messages")
+    restore_interval_s: float = Field(2.0, gt=0, description="how often live agents sweep for expired leases")
+    soft_shutdown_timeout_s: float = Field(10.0, ge=0, description="Celery soft shutdown window on stop")
+
+    @model_validator(mode="after")
+    def _renew_faster_than_expiry(self) -> "AgentConfig":
+        if self.lease_renew_s * 2 >= self.visibility_timeout_s:
+            raise ValueError("lease_renew_s must be less than half of visibility_timeout_s")
+        return self
+
+
+class PoolConfig(_Frozen):
+    """A node source: where nodes come from, how big they are, how many may exist."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    provider: str = Field(description="provider driver name, e.g. 'local'")
+    priority: StrictInt = Field(100, description="lower is used first; on-prem pools first")
+    slots: StrictInt = Field(1, ge=1, le=256, description="concurrent tasks per node (agent concurrency)")
+    min_nodes: StrictInt = Field(0, ge=0)
+    max_nodes: StrictInt = Field(1, ge=0, le=100_000)
+    price_per_hour: float = Field(0.0, ge=0)
+    labels: tuple[str, ...] = ()
+    boot_delay_s: float = Field(0.0, ge=0, description="local provider: simulated VM boot time")
+    boot_timeout_s: float = Field(300.0, gt=0, description="a node not registered by then is failed")
+    settings: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_well_formed(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        for label in labels:
+            if not LABEL_PATTERN.match(label):
+                raise ValueError(f"label {label!r} must match {LABEL_PATTERN.pattern}")
+        if len(set(labels)) > MAX_LABELS_PER_POOL:
+            raise ValueError(f"at most {MAX_LABELS_PER_POOL} labels per pool")
+        return tuple(sorted(set(labels)))
+
+    @field_validator("provider")
+    @classmethod
+    def _provider_known(cls, provider: str) -> str:
+        from providers import KNOWN_PROVIDERS
+
+        if provider not in KNOWN_PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(KNOWN_PROVIDERS)}")
+        return provider
+
+    @field_validator("max_nodes")
+    @classmethod
+    def _max_not_below_min(cls, max_nodes: int, info: ValidationInfo) -> int:
+        min_nodes = info.data.get("min_nodes")
+        if min_nodes is not None and max_nodes < min_nodes:
+            raise ValueError(f"max_nodes ({max_nodes}) is less than min_nodes ({min_nodes})")
+        return max_nodes
+
+
+class ClusterConfig(_Frozen):
+    cluster: str = Field(pattern=NAME_PATTERN)
+    database: str = "sqlite:///rm.db"
+    broker: str = "embedded"
+    state_dir: str = Field(".rm", description="embedded broker data, local agent pid files, CLI token")
+    api: ApiConfig = ApiConfig()
+    policy: PolicyConfig = PolicyConfig()
+    agent: AgentConfig = AgentConfig()
+    pools: tuple[PoolConfig, ...]
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_supported(cls, broker: str) -> str:
+        if broker != "embedded" and not broker.startswith(("redis://", "rediss://")):
+            raise ValueError("broker must be 'embedded' or a redis:// or rediss:// URL")
+        return broker
+
+    @field_validator("database")
+    @classmethod
+    def _database_supported(cls, database: str) -> str:
+        if not database.startswith(("sqlite://", "postgresql")):
+            raise ValueError("database must be a sqlite:/// or postgresql+psycopg:// URL")
+        return database
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_names_unique(cls, pools: tuple[PoolConfig, ...]) -> tuple[PoolConfig, ...]:
+        if not pools:
+            raise ValueError("at least one pool is required")
+        names = [p.name for p in pools]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicated)}")
+        return pools
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and every bad field."""
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid field(s)"]
+    for item in error.errors():
+        where = _dotted(item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_config(data: Any, source: str = "<config>") -> ClusterConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,222 @@
+"""The controller loop: observe everything once, decide with a pure policy, then act.
+
+Why this shape (Kubernetes cluster-autoscaler's planner/actuator, Ray autoscaler v2, Dask's
+adaptive): the decision is a pure function of a snapshot and a clock, so it can be tested,
+replayed and simulated; acting goes through the actuator's futures, so no provider call blocks
+a tick; ticks never overlap; an error in a tick is logged and the next tick starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session
+
+from policies.decision import Decision, Refusal
+from policies.load_factor import decide
+from policies.snapshot import Demand, NodeView, PoolView, Snapshot
+from rm.activity import ActivityTracker
+from rm.actuator import Actuator
+from rm.config import ClusterConfig
+from rm.demand import build_demand, labels_of, queues_for_pool, waiting_by_queue
+from rm.events import EventKind, record_event
+from rm.jobs import JobService
+from rm.models import Node
+from rm.monitor import EventMonitor
+from rm.nodes import NodeKeeper, PendingActions
+from rm.states import NodeStatus
+from rm.store import Store
+
+log = logging.getLogger("rm.controller")
+
+RECENT_TICKS = 300
+REFUSAL_REPEAT_S = 60.0  # a standing refusal is re-explained at most this often
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick saw and did (kept in memory for the status API and the demo timeline)."""
+
+    at: float
+    duration_s: float
+    demand: tuple[Demand, ...]
+    decision: Decision
+    nodes_by_pool: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Controller:
+    def __init__(
+        self, config: Callable[[], ClusterConfig], store: Store, broker: redis.Redis, monitor: EventMonitor,
+        tracker: ActivityTracker, jobs: JobService, actuator: Actuator, keeper: NodeKeeper,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.broker = broker
+        self.monitor = monitor
+        self.tracker = tracker
+        self.jobs = jobs
+        self.actuator = actuator
+        self.keeper = keeper
+        self.clock = clock
+        self.reports: deque[TickReport] = deque(maxlen=RECENT_TICKS)
+        self.streaks: dict[str, int] = {}
+        self._refusals_seen: dict[tuple, float] = {}
+        self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.ticks = 0
+        self.errors = 0
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:  # never stop adaptive on error: log, and the next tick retries
+                self.errors += 1
+                log.exception("controller tick failed; retrying next tick")
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.0, self.config().policy.tick_s - elapsed))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_drain(self, node_id: str, by: str) -> None:
+        self._admin_drains.put((node_id, by))
+
+    # -- one tick --------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        started = time.monotonic()
+        now = self.clock()
+        self._observe_agents(now)
+        pending = PendingActions()
+        with self.store.session() as session:
+            self.keeper.apply_outcomes(session, self.actuator.collect(), now, pending)
+            nodes = self.keeper.live_nodes(session)
+            self.keeper.observe_workers(session, nodes, now, pending)
+            self._apply_admin_drains(session, now)
+            self.keeper.progress_drains(session, nodes, now, pending)
+            nodes = self.keeper.live_nodes(session)
+            demand = self._measure_demand()
+            decision = decide(self._snapshot(nodes, demand), self.config().policy, now)
+            self._act(session, decision, nodes, now, pending)
+            nodes_by_pool = _count_by_pool(self.keeper.live_nodes(session))
+        pending.run(self.actuator)
+        self._request_listings()
+        self.jobs.dispatch_ready(now)
+        self.ticks += 1
+        report = TickReport(now, time.monotonic() - started, demand, decision, nodes_by_pool)
+        self.reports.append(report)
+        return report
+
+    def _observe_agents(self, now: float) -> None:
+        updates = [self.tracker.apply(event, at) for at, event in self.monitor.drain()]
+        self.jobs.apply_updates(updates, now)
+        self.jobs.reconcile(now)
+
+    def _request_listings(self) -> None:
+        for pool in self.config().pools:
+            self.actuator.list_nodes(pool.name)
+
+    def _measure_demand(self) -> tuple[Demand, ...]:
+        cluster = self.config().cluster
+        queues = {q for pool in self.config().pools for q in queues_for_pool(cluster, pool.labels)}
+        queues |= {q for q in self.tracker.queue_of.values() if q.startswith(f"rm.{cluster}.")}
+        waiting = waiting_by_queue(self.broker, sorted(queues))
+        in_flight: dict[frozenset[str], int] = {}
+        for queue_name, count in self.tracker.in_flight_by_queue().items():
+            labels = labels_of(cluster, queue_name) if queue_name.startswith(f"rm.{cluster}.") else frozenset()
+            in_flight[labels] = in_flight.get(labels, 0) + count
+        return build_demand(cluster, waiting, in_flight)
+
+    def _snapshot(self, nodes: Sequence[Node], demand: tuple[Demand, ...]) -> Snapshot:
+        views: dict[str, list[NodeView]] = {}
+        for node in nodes:
+            views.setdefault(node.pool, []).append(NodeView(
+                id=node.id, pool=node.pool, status=node.status, running_tasks=node.running_tasks,
+                idle_since=node.idle_since if node.status == NodeStatus.IDLE else None,
+                created_at=node.created_at, removal_streak=self.streaks.get(node.id, 0),
+            ))
+        pools = tuple(
+            PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
+                     labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())))
+            for p in self.config().pools
+        )
+        return Snapshot(pools=pools, demand=demand)
+
+    # -- acting ----------------------------------------------------------------------------
+    def _act(self, session: Session, decision: Decision, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
+        by_id = {node.id: node for node in nodes}
+        for launch in decision.launches:
+            pool = self.config().pool(launch.pool)
+            node_ids = self.keeper.launch(session, pool, launch.count, launch.message, now, pending)
+            record_event(session, EventKind.LAUNCH, launch.cause, launch.message, now=now, pool=launch.pool,
+                         data={"count": launch.count, "node_ids": node_ids})
+        for drain in decision.drains:
+            node = by_id.get(drain.node_id)
+            if node is None or node.status != NodeStatus.IDLE:
+                continue
+            self.keeper.drain(session, node, drain.message, now)
+            record_event(session, EventKind.DRAIN, drain.cause, drain.message, now=now, pool=drain.pool, node_id=drain.node_id)
+        drained = {d.node_id for d in decision.drains}
+        self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
+        self._explain_refusals(session, decision.refusals, now)
+
+    def _explain_refusals(self, session: Session, refusals: Sequence[Refusal], now: float) -> None:
+        """Record a refusal when it starts, and again only every REFUSAL_REPEAT_S while it stands."""
+        standing = {}
+        for refusal in refusals:
+            key = (refusal.cause, refusal.pool, tuple(sorted(refusal.labels)))
+            last = self._refusals_seen.get(key)
+            if last is None or now - last >= REFUSAL_REPEAT_S:
+                record_event(session, EventKind.REFUSED, refusal.cause, refusal.message, now=now, pool=refusal.pool,
+                             data={"labels": sorted(refusal.labels), "unmet_slots": refusal.unmet_slots})
+                last = now
+            standing[key] = last
+        self._refusals_seen = standing
+
+    def _apply_admin_drains(self, session: Session, now: float) -> None:
+        while True:
+            try:
+                node_id, by = self._admin_drains.get_nowait()
+            except queue.Empty:
+                return
+            node = session.get(Node, node_id)
+            if node is None or node.status not in (NodeStatus.IDLE, NodeStatus.BUSY):
+                continue
+            message = f"node {node.id} of pool {node.pool} released by {by}; its running tasks finish first"
+            self.keeper.drain(session, node, message, now)
+            record_event(session, EventKind.DRAIN, "admin", message, now=now, pool=node.pool, node_id=node.id)
+
+    # -- reading ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        report = self.reports[-1] if self.reports else None
+        if report is None:
+            return {"ticks": self.ticks, "errors": self.errors}
+        return {
+            "ticks": self.ticks,
+            "errors": self.errors,
+            "at": report.at,
+            "tick_duration_s": round(report.duration_s, 6),
+            "demand": [{"labels": sorted(d.labels), "waiting": d.waiting, "in_flight": d.in_flight} for d in report.demand],
+            "targets": [t.__dict__ for t in report.decision.targets],
+            "nodes_by_pool": report.nodes_by_pool,
+        }
+
+
+def _count_by_pool(nodes: Sequence[Node]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        pool = counts.setdefault(node.pool, {})
+        pool[node.status] = pool.get(node.status, 0) + 1
+    return counts
+

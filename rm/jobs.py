@@ -1,0 +1,284 @@
+"""The job service: workflows in, Celery messages out, outcomes recorded exactly once.
+
+Why the manager walks the DAG itself instead of using Celery canvas: it must know every task's
+state to count demand, to explain progress and to survive its own restart; a task is published
+only when the tasks it comes ``after`` have all succeeded.
+
+Delivery rules:
+- publish, then commit: a crash in between re-publishes the same Celery id on restart (at least
+  once), and agents skip a redelivered id whose success is already stored;
+- a retry after a failure is a deliberate new attempt with a new Celery id (``<task>-<n>``);
+- the outcome is read from the result backend (durable), not from events (pub/sub, lossy), and is
+  recorded only if the task is not already finished: ``completions`` ends at exactly 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Collection, Iterable
+from enum import StrEnum
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agents.settings import node_id_of
+from rm.activity import ActivityTracker, TaskUpdate
+from rm.demand import queue_for
+from rm.events import EventKind, record_event
+from rm.models import Job, Task
+from rm.store import Store
+from rm.workflow import expand, validate_workflow
+
+log = logging.getLogger("rm.jobs")
+
+FULL_RECONCILE_EVERY = 10  # ticks between sweeps of every unfinished task against the backend
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # waiting for the tasks it comes after
+    QUEUED = "queued"  # published to the broker
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED_TASK = (TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING)
+IN_BROKER = (TaskState.QUEUED, TaskState.RUNNING)
+FINISHED_JOB = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobService:
+    def __init__(
+        self, store: Store, app: Celery, cluster: str, *,
+        registered: Collection[str], pool_label_sets: Collection[frozenset[str]], tracker: ActivityTracker,
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.cluster = cluster
+        self.registered = registered
+        self.pool_label_sets = pool_label_sets
+        self.tracker = tracker
+        self._lock = threading.RLock()  # the API thread submits while the controller dispatches
+        self._check_now: set[str] = set()
+        self._ticks = 0
+
+    # -- submission ------------------------------------------------------------------------
+    def submit(self, body: Any, owner: str, now: float) -> str:
+        """Validate (raises rm.workflow.WorkflowError), store, and publish the first tasks."""
+        spec = validate_workflow(body, registered=self.registered, pool_label_sets=self.pool_label_sets)
+        job_id = uuid.uuid4().hex
+        with self._lock, self.store.session() as session:
+            session.add(Job(id=job_id, name=spec.name, owner=owner, state=JobState.QUEUED,
+                            spec=spec.model_dump(mode="json"), created_at=now))
+            session.flush()
+            for planned in expand(spec):
+                session.add(Task(
+                    id=f"{job_id}.{planned.name}.{planned.index}", job_id=job_id, name=planned.name,
+                    index=planned.index, run=planned.run, args=dict(planned.args), after=list(planned.after),
+                    labels=sorted(planned.labels), queue=queue_for(self.cluster, planned.labels),
+                    state=TaskState.PENDING, max_retries=planned.max_retries, timeout_s=planned.timeout_s,
+                ))
+            record_event(session, EventKind.JOB_SUBMITTED, "user",
+                         f"job {spec.name} ({job_id}) submitted by {owner or 'anonymous'} with "
+                         f"{sum(t.replicate for t in spec.tasks)} task(s)", now=now, job_id=job_id)
+        self.dispatch_ready(now, job_ids=[job_id])
+        return job_id
+
+    # -- dispatch --------------------------------------------------------------------------
+    def dispatch_ready(self, now: float, job_ids: Iterable[str] | None = None) -> int:
+        """Publish every pending task whose dependencies have all succeeded."""
+        published = 0
+        with self._lock, self.store.session() as session:
+            query = select(Job).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+            if job_ids is not None:
+                query = query.where(Job.id.in_(list(job_ids)))
+            for job in session.scalars(query):
+                published += self._dispatch_job(session, job, now)
+        return published
+
+    def _dispatch_job(self, session: Session, job: Job, now: float) -> int:
+        tasks = list(session.scalars(select(Task).where(Task.job_id == job.id)))
+        unfinished_names = {t.name for t in tasks if t.state != TaskState.SUCCEEDED}
+        ready = [t for t in tasks if t.state == TaskState.PENDING and not (set(t.after) & unfinished_names)]
+        for task in ready:
+            self._publish(task, now)
+        return len(ready)
+
+    def _publish(self, task: Task, now: float) -> None:
+        task.publishes += 1
+        task.celery_id = f"{task.id}-{task.publishes}"
+        options: dict[str, Any] = {}
+        if task.timeout_s:
+            options["time_limit"] = task.timeout_s
+        self.app.send_task(task.run, kwargs=task.args, task_id=task.celery_id, queue=task.queue,
+                           headers={"rm_job_id": task.job_id}, **options)
+        task.state = TaskState.QUEUED
+        task.queued_at = task.queued_at or now
+
+    # -- observation -----------------------------------------------------------------------
+    def apply_updates(self, updates: Iterable[TaskUpdate], now: float) -> None:
+        updates = [u for u in updates if u is not None]
+        if not updates:
+            return
+        with self._lock, self.store.session() as session:
+            for update in updates:
+                task = session.scalars(select(Task).where(Task.celery_id == update.task_id)).first()
+                if task is None:
+                    continue  # not ours (another publisher) or an older attempt
+                self._apply_update(session, task, update)
+
+    def _apply_update(self, session: Session, task: Task, update: TaskUpdate) -> None:
+        node = node_id_of(update.worker) if update.worker else None
+        if update.kind in ("received", "started") and task.state in IN_BROKER:
+            task.node_id = node or task.node_id
+        if update.kind == "started" and task.state in IN_BROKER:
+            if task.attempts >= 1 and task.state == TaskState.RUNNING:
+                record_event(session, EventKind.TASK_RERUN, "redelivered",
+                             f"task {task.name}[{task.index}] runs again on node {node} after its node was lost",
+                             now=update.at, job_id=task.job_id, task_id=task.id, node_id=node)
+            task.state = TaskState.RUNNING
+            task.attempts += 1
+            task.started_at = task.started_at or update.at
+            self._mark_job_running(session, task.job_id, update.at)
+        elif update.kind in ("succeeded", "failed"):
+            self._check_now.add(task.celery_id)
+        elif update.kind == "rejected" and task.state == TaskState.RUNNING:
+            task.state = TaskState.QUEUED
+
+    def _mark_job_running(self, session: Session, job_id: str, now: float) -> None:
+        job = session.get(Job, job_id)
+        if job is not None and job.state == JobState.QUEUED:
+            job.state = JobState.RUNNING
+            job.started_at = now
+
+    # -- reconciliation with the result backend --------------------------------------------
+    def reconcile(self, now: float) -> int:
+        """Record outcomes stored in the result backend; returns how many tasks finished."""
+        self._ticks += 1
+        full = self._ticks % FULL_RECONCILE_EVERY == 1
+        finished = 0
+        with self._lock, self.store.session() as session:
+            query = select(Task).where(Task.state.in_(list(IN_BROKER)))
+            if not full:
+                query = query.where(
+                    (Task.state == TaskState.RUNNING) | Task.celery_id.in_(list(self._check_now))
+                )
+            tasks = list(session.scalars(query))
+            self._check_now.clear()
+            for task, meta in zip(tasks, self._fetch_meta([t.celery_id for t in tasks])):
+                if meta is None:
+                    continue
+                finished += self._apply_meta(session, task, meta, now)
+        return finished
+
+    def _fetch_meta(self, celery_ids: list[str]) -> list[dict | None]:
+        if not celery_ids:
+            return []
+        backend = self.app.backend
+        raw = backend.client.mget([backend.get_key_for_task(cid) for cid in celery_ids])
+        return [backend.decode_result(value) if value else None for value in raw]
+
+    def _apply_meta(self, session: Session, task: Task, meta: dict, now: float) -> int:
+        status = meta.get("status")
+        if status == "STARTED" and task.state == TaskState.QUEUED:
+            hostname = (meta.get("result") or {}).get("hostname") if isinstance(meta.get("result"), dict) else None
+            task.state = TaskState.RUNNING
+            task.attempts = max(task.attempts, 1)
+            task.node_id = node_id_of(hostname) if hostname else task.node_id
+            task.started_at = task.started_at or now
+            self._mark_job_running(session, task.job_id, now)
+            return 0
+        if status == "SUCCESS":
+            self._finish(session, task, TaskState.SUCCEEDED, now, result=meta.get("result"), worker=meta.get("worker"))
+            return 1
+        if status == "FAILURE":
+            error = _describe_failure(meta.get("result"))
+            if task.publishes <= task.max_retries:
+                record_event(session, EventKind.TASK_RETRY, "task-failed",
+                             f"task {task.name}[{task.index}] failed ({error}); retry {task.publishes} of {task.max_retries}",
+                             now=now, job_id=task.job_id, task_id=task.id, node_id=task.node_id)
+                self.tracker.forget(task.celery_id)
+                self._publish(task, now)
+                return 0
+            self._finish(session, task, TaskState.FAILED, now, error=error, worker=meta.get("worker"))
+            return 1
+        return 0
+
+    def _finish(self, session: Session, task: Task, state: TaskState, now: float, *,
+                result: Any = None, error: str | None = None, worker: str | None = None) -> None:
+        if task.state not in IN_BROKER:
+            return  # already recorded: a result is recorded once
+        task.state = state
+        task.result = result
+        task.error = error
+        task.completions += 1
+        task.finished_at = now
+        task.attempts = max(task.attempts, 1)
+        if worker:
+            task.node_id = node_id_of(worker)
+        self.tracker.forget(task.celery_id)
+        session.flush()
+        self._settle_job(session, task.job_id, now, failed_task=task if state == TaskState.FAILED else None)
+
+    def _settle_job(self, session: Session, job_id: str, now: float, failed_task: Task | None) -> None:
+        job = session.get(Job, job_id)
+        if job is None or job.state in FINISHED_JOB:
+            return
+        if failed_task is not None:
+            job.error = f"task {failed_task.name}[{failed_task.index}] failed: {failed_task.error}"
+            self._cancel_unstarted(session, job_id, now)
+            self._end_job(session, job, JobState.FAILED, now)
+            return
+        states = session.scalars(select(Task.state).where(Task.job_id == job_id)).all()
+        if all(state == TaskState.SUCCEEDED for state in states):
+            self._end_job(session, job, JobState.SUCCEEDED, now)
+
+    def _end_job(self, session: Session, job: Job, state: JobState, now: float) -> None:
+        job.state = state
+        job.finished_at = now
+        took = f" in {now - job.created_at:.1f} s" if job.created_at else ""
+        record_event(session, EventKind.JOB_FINISHED, str(state),
+                     f"job {job.name} ({job.id}) {state}{took}" + (f": {job.error}" if job.error else ""),
+                     now=now, job_id=job.id)
+
+    def _cancel_unstarted(self, session: Session, job_id: str, now: float) -> None:
+        for task in session.scalars(select(Task).where(Task.job_id == job_id, Task.state.in_(
+                [TaskState.PENDING, TaskState.QUEUED]))):
+            if task.state == TaskState.QUEUED and task.celery_id:
+                self.app.control.revoke(task.celery_id)
+            task.state = TaskState.CANCELLED
+            task.finished_at = now
+
+    # -- cancellation ----------------------------------------------------------------------
+    def cancel(self, job_id: str, now: float) -> bool:
+        """Cancel a job: tasks not started are revoked; running tasks finish and are recorded."""
+        with self._lock, self.store.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state in FINISHED_JOB:
+                return False
+            self._cancel_unstarted(session, job_id, now)
+            job.error = "cancelled by a user"
+            self._end_job(session, job, JobState.CANCELLED, now)
+            return True
+
+
+def _describe_failure(result: Any) -> str:
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, (list, tuple)):
+            message = ", ".join(str(m) for m in message)
+        return f"{result['exc_type']}: {message}"
+    return str(result)

@@ -1,0 +1,48 @@
+"""Manager logging: every line carries job, task, node and pool ids (``-`` when not relevant).
+
+Why: the platform we replace had logs scattered across nodes with no business identifiers.
+Pass ids as ``extra={"job_id": ..., "node_id": ...}``; the JSON option emits one object a line
+for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+ID_FIELDS = ("job_id", "task_id", "node_id", "pool")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s job=%(job_id)s task=%(task_id)s node=%(node_id)s pool=%(pool)s: %(message)s"
+
+
+class IdDefaults(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name in ID_FIELDS:
+            if not getattr(record, name, None):
+                setattr(record, name, "-")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{name: getattr(record, name, "-") for name in ID_FIELDS},
+        }
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(IdDefaults())
+    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "httpx", "celery.events", "kombu"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,118 @@
+"""Database tables (SQLAlchemy 2, portable between SQLite and PostgreSQL).
+
+Why epoch seconds as floats for every timestamp: SQLite has no time zones and the policy
+reasons in seconds on a clock it is given; floats keep both databases and the pure code
+on one representation. The API renders them as ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen before the provider call
+    cluster: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    slots: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    provider_ref: Mapped[str | None] = mapped_column(String(256), default=None)  # cloud id / pid
+    worker: Mapped[str | None] = mapped_column(String(256), default=None)  # Celery hostname
+    running_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    registered_at: Mapped[float | None] = mapped_column(Float, default=None)
+    last_seen_at: Mapped[float | None] = mapped_column(Float, default=None)
+    idle_since: Mapped[float | None] = mapped_column(Float, default=None)
+    ended_at: Mapped[float | None] = mapped_column(Float, default=None)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class NodeHistory(Base):
+    __tablename__ = "node_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_job_name", "job_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    celery_id: Mapped[str | None] = mapped_column(String(80), default=None, index=True)  # id of the current attempt
+    publishes: Mapped[int] = mapped_column(Integer, default=0)  # deliberate (re)submissions; retries make new ids
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    index: Mapped[int] = mapped_column(Integer)
+    run: Mapped[str] = mapped_column(String(128))
+    args: Mapped[dict[str, Any]] = mapped_column()
+    after: Mapped[list[Any]] = mapped_column(default=list)
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    queue: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    completions: Mapped[int] = mapped_column(Integer, default=0)  # results recorded (must end at 1)
+    queued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class ScalingEvent(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    cause: Mapped[str] = mapped_column(String(32))
+    pool: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    task_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,244 @@
+"""The node keeper: moves nodes through their lifecycle from what providers and agents report.
+
+Why separate from the controller: the controller decides how many nodes each pool needs; this
+module keeps each node's status true (booted, registered, busy, idle, gone, lost) and carries
+out the mechanics of a launch and a drain. Every status change goes through
+:func:`rm.lifecycle.change_status` and every notable one becomes an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agents.settings import AgentSettings
+from rm.activity import ActivityTracker
+from rm.actuator import Actuator, Outcome
+from rm.config import ClusterConfig, PoolConfig
+from rm.events import EventKind, record_event
+from rm.lifecycle import change_status, create_node
+from rm.models import Node
+from rm.states import LIVE, REGISTERED, NodeStatus
+from providers.base import CloudState, LaunchResult
+
+log = logging.getLogger("rm.nodes")
+
+S = NodeStatus
+TERMINATE_RETRY_S = 30.0
+
+
+@dataclass
+class PendingActions:
+    """Provider calls to make once the rows that explain them are committed."""
+
+    launches: list[tuple[str, list[AgentSettings]]] = field(default_factory=list)
+    terminations: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def run(self, actuator: Actuator) -> None:
+        for pool, agents in self.launches:
+            actuator.launch(pool, agents)
+        for pool, node_ids in self.terminations:
+            actuator.terminate(pool, node_ids)
+
+
+class NodeKeeper:
+    def __init__(
+        self, config: Callable[[], ClusterConfig], actuator: Actuator, tracker: ActivityTracker,
+        agent_settings: Callable[[PoolConfig, str], AgentSettings], started_at: float,
+    ) -> None:
+        self.config = config
+        self.actuator = actuator
+        self.tracker = tracker
+        self.agent_settings = agent_settings
+        self.started_at = started_at  # events seen only from here: no one is "lost" before a grace
+        self._terminate_sent: dict[str, float] = {}
+
+    # -- queries ---------------------------------------------------------------------------
+    @staticmethod
+    def live_nodes(session: Session) -> list[Node]:
+        return list(session.scalars(select(Node).where(Node.status.in_([s.value for s in LIVE])).order_by(Node.id)))
+
+    # -- launch and drain ------------------------------------------------------------------
+    def launch(self, session: Session, pool: PoolConfig, count: int, reason: str, now: float, pending: PendingActions) -> list[str]:
+        agents = []
+        for _ in range(count):
+            node_id = f"{pool.name}-{secrets.token_hex(3)}"
+            settings = self.agent_settings(pool, node_id)
+            node = Node(id=node_id, cluster=self.config().cluster, pool=pool.name, provider=pool.provider,
+                        slots=pool.slots, labels=list(pool.labels), worker=settings.worker_name, extra={})
+            create_node(session, node, reason, now)
+            change_status(session, node, S.PROVISIONING, "launch handed to the provider", now)
+            agents.append(settings)
+        pending.launches.append((pool.name, agents))
+        return [a.node_id for a in agents]
+
+    def drain(self, session: Session, node: Node, reason: str, now: float) -> None:
+        """Stop the node consuming; it terminates once its running tasks have finished."""
+        change_status(session, node, S.DRAINING, reason, now)
+        self.actuator.stop_consuming(node.worker, self.agent_settings(self.config().pool(node.pool), node.id).queues)
+
+    def _fence(self, session: Session, node: Node, target: NodeStatus, kind: EventKind, cause: str,
+               message: str, now: float, pending: PendingActions) -> None:
+        """Mark a node failed or lost and destroy whatever is left of it, so it can never run twice."""
+        change_status(session, node, target, message, now)
+        record_event(session, kind, cause, message, now=now, pool=node.pool, node_id=node.id)
+        pending.terminations.append((node.pool, [node.id]))
+        self.tracker.forget_worker(node.worker or "")
+
+    # -- provider outcomes -----------------------------------------------------------------
+    def apply_outcomes(self, session: Session, outcomes: Sequence[Outcome], now: float, pending: PendingActions) -> None:
+        for outcome in outcomes:
+            if outcome.op == "launch":
+                self._apply_launch(session, outcome, now)
+            elif outcome.op == "terminate":
+                self._apply_terminate(session, outcome, now)
+            elif outcome.op == "list" and outcome.error is None:
+                self._apply_listing(session, outcome, now, pending)
+            if outcome.error is not None:
+                log.warning("%s in pool %s failed: %s", outcome.op, outcome.pool, outcome.error, extra={"pool": outcome.pool})
+
+    def _apply_launch(self, session: Session, outcome: Outcome, now: float) -> None:
+        results: list[LaunchResult] = outcome.value or [
+            LaunchResult(node_id, False, error=repr(outcome.error), error_kind=None) for node_id in outcome.node_ids
+        ]
+        for result in results:
+            node = session.get(Node, result.node_id)
+            if node is None or node.status != S.PROVISIONING:
+                continue
+            if result.ok:
+                node.provider_ref = result.provider_ref
+                change_status(session, node, S.BOOTING, f"provider created it ({result.provider_ref})", now)
+            else:
+                message = f"launch of node {node.id} in pool {node.pool} failed ({result.error_kind or 'error'}): {result.error}"
+                change_status(session, node, S.FAILED, message, now)
+                record_event(session, EventKind.LAUNCH_FAILED, str(result.error_kind or "error"), message,
+                             now=now, pool=node.pool, node_id=node.id)
+
+    def _apply_terminate(self, session: Session, outcome: Outcome, now: float) -> None:
+        for node_id in outcome.node_ids:
+            node = session.get(Node, node_id)
+            if outcome.error is None:
+                self._terminate_sent.pop(node_id, None)
+            if node is None or node.status != S.TERMINATING or outcome.error is not None:
+                continue
+            change_status(session, node, S.TERMINATED, "the provider destroyed it", now)
+            record_event(session, EventKind.TERMINATED, "drained", f"node {node.id} of pool {node.pool} is gone",
+                         now=now, pool=node.pool, node_id=node.id)
+
+    def _apply_listing(self, session: Session, outcome: Outcome, now: float, pending: PendingActions) -> None:
+        pool, listed = outcome.pool, list(outcome.value or [])
+        by_id = {c.node_id: c for c in listed}
+        busy = self.actuator.in_flight_nodes()
+        for node in session.scalars(select(Node).where(Node.pool == pool, Node.status.in_([s.value for s in LIVE]))):
+            if node.id in busy or node.updated_at >= outcome.started_at:
+                continue  # an operation is under way, or the node changed after the listing began
+            present = node.id in by_id and by_id[node.id].state not in (CloudState.TERMINATED,)
+            self._reconcile_presence(session, node, present, now, pending)
+        for cloud in listed:
+            if cloud.state == CloudState.TERMINATED or cloud.node_id in busy:
+                continue
+            node = session.get(Node, cloud.node_id)
+            if node is not None and node.updated_at >= outcome.started_at:
+                continue  # it changed (e.g. was destroyed) after the listing began
+            if node is None or NodeStatus(node.status) not in LIVE:
+                message = (f"{cloud.provider_ref} in pool {pool} carries our tags but node {cloud.node_id} is "
+                           f"{'unknown' if node is None else node.status}: destroying the orphan")
+                record_event(session, EventKind.TERMINATE, "orphan", message, now=now, pool=pool, node_id=cloud.node_id)
+                pending.terminations.append((pool, [cloud.node_id]))
+
+    def _reconcile_presence(self, session: Session, node: Node, present: bool, now: float, pending: PendingActions) -> None:
+        status = NodeStatus(node.status)
+        if status == S.PROVISIONING:  # its launch call is not under way: the manager restarted mid-launch
+            if present:
+                change_status(session, node, S.BOOTING, "found running after a manager restart", now)
+            else:
+                self._fence(session, node, S.FAILED, EventKind.LAUNCH_FAILED, "interrupted",
+                            f"launch of node {node.id} was interrupted by a manager restart", now, pending)
+        elif present:
+            return
+        elif status == S.TERMINATING:
+            change_status(session, node, S.TERMINATED, "already gone from the provider", now)
+        elif status in (S.BOOTING, S.IDLE, S.BUSY, S.DRAINING):
+            self._fence(session, node, S.LOST, EventKind.LOST, "vanished",
+                        f"node {node.id} of pool {node.pool} vanished from the provider while {status}; "
+                        f"its unfinished tasks are redelivered when their lease expires", now, pending)
+
+    # -- agents ----------------------------------------------------------------------------
+    def observe_workers(self, session: Session, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
+        policy = self.config().policy
+        for node in nodes:
+            if NodeStatus(node.status) not in LIVE:
+                continue  # fenced earlier in this tick
+            worker = self.tracker.workers.get(node.worker or "")
+            if worker is not None:
+                node.last_seen_at = worker.last_seen
+                node.running_tasks = worker.running if worker.online else 0
+            status = NodeStatus(node.status)
+            if status == S.BOOTING:
+                self._observe_booting(session, node, now, pending)
+            elif status in REGISTERED:
+                if not self.tracker.alive(node.worker or "", now, policy.heartbeat_timeout_s) and \
+                        now - self.started_at > policy.heartbeat_timeout_s:
+                    silent = now - (node.last_seen_at or node.registered_at or now)
+                    self._fence(session, node, S.LOST, EventKind.LOST, "heartbeat",
+                                f"node {node.id} of pool {node.pool} sent no heartbeat for {silent:.0f} s; "
+                                f"its unfinished tasks are redelivered when their lease expires", now, pending)
+                elif status in (S.IDLE, S.BUSY):
+                    self._track_busy(session, node, now)
+
+    def _observe_booting(self, session: Session, node: Node, now: float, pending: PendingActions) -> None:
+        pool = self.config().pool(node.pool)
+        if self.tracker.alive(node.worker or "", now, self.config().policy.heartbeat_timeout_s):
+            took = now - node.created_at
+            node.registered_at = now
+            node.idle_since = now
+            change_status(session, node, S.IDLE, f"agent {node.worker} registered", now)
+            record_event(session, EventKind.REGISTERED, "agent-online",
+                         f"node {node.id} of pool {node.pool} is ready {took:.1f} s after its launch was requested",
+                         now=now, pool=node.pool, node_id=node.id, data={"boot_s": round(took, 3)})
+            self._track_busy(session, node, now)
+        elif now - node.created_at > pool.boot_timeout_s:
+            self._fence(session, node, S.FAILED, EventKind.BOOT_TIMEOUT, "boot-timeout",
+                        f"node {node.id} of pool {node.pool} did not register within boot_timeout_s "
+                        f"({pool.boot_timeout_s:.0f} s): destroying it", now, pending)
+
+    @staticmethod
+    def _track_busy(session: Session, node: Node, now: float) -> None:
+        if node.status == S.IDLE and node.running_tasks > 0:
+            node.idle_since = None
+            change_status(session, node, S.BUSY, f"{node.running_tasks} task(s) on it", now)
+        elif node.status == S.BUSY and node.running_tasks == 0:
+            node.idle_since = now
+            change_status(session, node, S.IDLE, "its last task finished", now)
+
+    # -- drains ----------------------------------------------------------------------------
+    def progress_drains(self, session: Session, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
+        """Draining nodes with nothing left to run shut down; terminating nodes get destroyed."""
+        soft_s = self.config().agent.soft_shutdown_timeout_s
+        for node in nodes:
+            status = NodeStatus(node.status)
+            if status == S.DRAINING and node.running_tasks == 0:
+                self.actuator.shutdown_agent(node.worker)
+                node.extra = {**(node.extra or {}), "shutdown_sent_at": now}
+                change_status(session, node, S.TERMINATING, "drained: no task left, agent told to shut down", now)
+                record_event(session, EventKind.TERMINATE, "drained",
+                             f"node {node.id} of pool {node.pool} has no task left: shutting it down and destroying it",
+                             now=now, pool=node.pool, node_id=node.id)
+            elif status == S.TERMINATING and not self.actuator.busy("terminate", node.pool, node.id):
+                self._maybe_destroy(node, now, soft_s, pending)
+
+    def _maybe_destroy(self, node: Node, now: float, soft_s: float, pending: PendingActions) -> None:
+        sent_at = self._terminate_sent.get(node.id)
+        if sent_at is not None and now - sent_at < TERMINATE_RETRY_S:
+            return
+        shutdown_at = (node.extra or {}).get("shutdown_sent_at", node.updated_at)
+        worker = self.tracker.workers.get(node.worker or "")
+        offline = worker is None or not worker.online
+        if offline or now - shutdown_at > soft_s + 5:
+            self._terminate_sent[node.id] = now
+            pending.terminations.append((node.pool, [node.id]))

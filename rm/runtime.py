@@ -1,0 +1,186 @@
+"""The runtime: wires broker, store, monitor, job service, actuator and controller together.
+
+Why one object: ``rmctl up``, ``rmctl demo``, the benchmarks and the end-to-end tests all start
+the same system the same way, and all stop it the same way: controller first, then every local
+agent, then the embedded broker, so that nothing we started is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import redis
+import uvicorn
+from sqlalchemy import select
+
+from agents.app import make_app
+from agents.settings import AgentSettings
+from agents.tasks import BUILTIN_TASKS
+from rm.activity import ActivityTracker
+from rm.actuator import Actuator
+from rm.auth import ensure_local_token, seed_env_admin
+from rm.broker import EmbeddedRedis
+from rm.config import ClusterConfig, PoolConfig
+from rm.controller import Controller
+from rm.demand import queues_for_pool
+from rm.jobs import JobService
+from rm.lifecycle import change_status
+from rm.models import Node
+from rm.monitor import EventMonitor
+from rm.nodes import NodeKeeper
+from rm.states import LIVE, NodeStatus
+from rm.store import Store
+from providers import make_provider
+from providers.base import PoolSpec
+
+log = logging.getLogger("rm.runtime")
+
+MONITOR_READY_S = 10.0
+
+
+class Runtime:
+    def __init__(self, config: ClusterConfig) -> None:
+        self._config = config
+        self.state_dir = Path(config.state_dir).resolve()
+        self.embedded: EmbeddedRedis | None = None
+        self.broker_url = ""
+        self.controller: Controller | None = None
+        self._threads: list[threading.Thread] = []
+        self._server: uvicorn.Server | None = None
+
+    def config(self) -> ClusterConfig:
+        return self._config
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> "Runtime":
+        config = self._config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        self.store = Store(config.database)
+        self.store.create_schema()
+        self.token_path = ensure_local_token(self.store, self.state_dir, now)
+        seed_env_admin(self.store, now)
+        if config.broker == "embedded":
+            self.embedded = EmbeddedRedis(self.state_dir)
+            self.broker_url = self.embedded.start()
+        else:
+            self.broker_url = config.broker
+        agent = config.agent
+        self.app = make_app(self.broker_url, visibility_timeout_s=agent.visibility_timeout_s,
+                            restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s)
+        self.broker = redis.Redis.from_url(self.broker_url, socket_timeout=10)
+        self.tracker = ActivityTracker()
+        self.monitor = EventMonitor(self.app)
+        self.monitor.start()
+        self.monitor.connected.wait(MONITOR_READY_S)
+        self.jobs = JobService(self.store, self.app, config.cluster, registered=set(BUILTIN_TASKS),
+                               pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker)
+        self.actuator = self._make_actuator()
+        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.agent_settings, started_at=now)
+        self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
+                                     self.jobs, self.actuator, self.keeper)
+        self._spawn(self.controller.run, "controller")
+        log.info("hybrid-rm cluster %s started (broker %s, database %s)", config.cluster,
+                 "embedded" if self.embedded else "external", config.database.split("://")[0])
+        return self
+
+    def _make_actuator(self) -> Actuator:
+        config = self._config
+        providers, specs = {}, {}
+        by_name: dict[str, object] = {}
+        for pool in config.pools:
+            if pool.provider not in by_name:
+                by_name[pool.provider] = make_provider(pool.provider, state_dir=self.state_dir, cluster=config.cluster)
+            providers[pool.name] = by_name[pool.provider]
+            specs[pool.name] = PoolSpec(pool.name, config.cluster, pool.slots, pool.boot_delay_s, dict(pool.settings))
+        return Actuator(self.app, providers, specs)
+
+    def agent_settings(self, pool: PoolConfig, node_id: str) -> AgentSettings:
+        config, agent = self._config, self._config.agent
+        return AgentSettings(
+            node_id=node_id, pool=pool.name, cluster=config.cluster, broker_url=self.broker_url,
+            queues=queues_for_pool(config.cluster, pool.labels), slots=pool.slots, boot_delay_s=pool.boot_delay_s,
+            visibility_timeout_s=agent.visibility_timeout_s, lease_renew_s=agent.lease_renew_s,
+            restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
+        )
+
+    def _spawn(self, target, name: str) -> None:  # noqa: ANN001 - a thread body
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def serve_api(self) -> str:
+        """Serve the HTTP API in a background thread; returns its base URL."""
+        from rm.api.app import create_app
+
+        api = self._config.api
+        server = uvicorn.Server(uvicorn.Config(create_app(self), host=api.host, port=api.port,
+                                               log_level="warning", lifespan="off"))
+        self._server = server
+        self._spawn(server.run, "api")
+        deadline = time.monotonic() + 15
+        while not server.started and time.monotonic() < deadline:
+            if not self._threads[-1].is_alive():
+                raise RuntimeError(f"the API could not start on {api.host}:{api.port} (port in use?)")
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else api.port
+        self.api_url = f"http://{api.host}:{port}"
+        return self.api_url
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop serving and deciding, destroy every local agent, stop the embedded broker."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.controller is not None:
+            self.controller.stop()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._release_local_nodes()
+        self.monitor.stop()
+        self.actuator.close()
+        self.broker.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        self.store.dispose()
+        log.info("hybrid-rm cluster %s stopped", self._config.cluster)
+
+    def _release_local_nodes(self) -> None:
+        """Local agents cannot outlive the manager that runs them: destroy them, record why."""
+        local_pools = {p.name for p in self._config.pools if p.provider == "local"}
+        now = time.time()
+        with self.store.session() as session:
+            nodes = list(session.scalars(select(Node).where(Node.status.in_([s.value for s in LIVE]),
+                                                             Node.pool.in_(local_pools))))
+        by_pool: dict[str, list[str]] = {}
+        for node in nodes:
+            by_pool.setdefault(node.pool, []).append(node.id)
+        threads = [threading.Thread(target=self.actuator.terminate_now, args=(pool, ids)) for pool, ids in by_pool.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with self.store.session() as session:
+            for node in session.scalars(select(Node).where(Node.id.in_([n.id for n in nodes]))):
+                _end_at_shutdown(session, node, now)
+
+
+S = NodeStatus
+#: The lifecycle edges a node walks when the manager stops and destroys its local agent.
+PATH_TO_TERMINATED: dict[NodeStatus, tuple[NodeStatus, ...]] = {
+    S.REQUESTED: (S.TERMINATED,),
+    S.PROVISIONING: (S.TERMINATING, S.TERMINATED),
+    S.BOOTING: (S.TERMINATING, S.TERMINATED),
+    S.IDLE: (S.DRAINING, S.TERMINATING, S.TERMINATED),
+    S.BUSY: (S.DRAINING, S.TERMINATING, S.TERMINATED),
+    S.DRAINING: (S.TERMINATING, S.TERMINATED),
+    S.TERMINATING: (S.TERMINATED,),
+}
+
+
+def _end_at_shutdown(session, node: Node, now: float) -> None:  # noqa: ANN001 - a Session
+    for status in PATH_TO_TERMINATED.get(NodeStatus(node.status), ()):
+        change_status(session, node, status, "the manager stopped and destroyed its local agent", now)
