@@ -58,14 +58,14 @@ class LeaseRenewer(threading.Thread):
         self._client = redis.Redis.from_url(broker_url, socket_timeout=5)
         self._every_s = every_s
         self._tags = tags
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self._every_s):
+        while not self._halt.wait(self._every_s):
             try:
                 renew(self._client, self._tags(), time.time())
             except redis.RedisError as error:  # broker restarting: the next round retries
                 log.warning("lease renewal failed, retrying: %s", error)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()

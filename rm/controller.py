@@ -71,13 +71,13 @@ class Controller:
         self.streaks: dict[str, int] = {}
         self._refusals_seen: dict[tuple, float] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.ticks = 0
         self.errors = 0
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             started = time.monotonic()
             try:
                 self.tick()
@@ -85,10 +85,10 @@ class Controller:
                 self.errors += 1
                 log.exception("controller tick failed; retrying next tick")
             elapsed = time.monotonic() - started
-            self._stop.wait(max(0.0, self.config().policy.tick_s - elapsed))
+            self._halt.wait(max(0.0, self.config().policy.tick_s - elapsed))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def request_drain(self, node_id: str, by: str) -> None:
         self._admin_drains.put((node_id, by))
@@ -112,7 +112,6 @@ class Controller:
             nodes_by_pool = _count_by_pool(self.keeper.live_nodes(session))
         pending.run(self.actuator)
         self._request_listings()
-        self.jobs.dispatch_ready(now)
         self.ticks += 1
         report = TickReport(now, time.monotonic() - started, demand, decision, nodes_by_pool)
         self.reports.append(report)
@@ -122,6 +121,7 @@ class Controller:
         updates = [self.tracker.apply(event, at) for at, event in self.monitor.drain()]
         self.jobs.apply_updates(updates, now)
         self.jobs.reconcile(now)
+        self.jobs.dispatch_ready(now)  # before demand is measured: what became ready counts this tick
 
     def _request_listings(self) -> None:
         for pool in self.config().pools:

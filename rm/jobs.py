@@ -84,9 +84,9 @@ class JobService:
             session.add(Job(id=job_id, name=spec.name, owner=owner, state=JobState.QUEUED,
                             spec=spec.model_dump(mode="json"), created_at=now))
             session.flush()
-            for planned in expand(spec):
+            for seq, planned in enumerate(expand(spec)):
                 session.add(Task(
-                    id=f"{job_id}.{planned.name}.{planned.index}", job_id=job_id, name=planned.name,
+                    seq=seq, id=f"{job_id}.{planned.name}.{planned.index}", job_id=job_id, name=planned.name,
                     index=planned.index, run=planned.run, args=dict(planned.args), after=list(planned.after),
                     labels=sorted(planned.labels), queue=queue_for(self.cluster, planned.labels),
                     state=TaskState.PENDING, max_retries=planned.max_retries, timeout_s=planned.timeout_s,

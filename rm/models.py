@@ -75,6 +75,7 @@ class Task(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     index: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer, default=0)  # position in the workflow's topological expansion
     run: Mapped[str] = mapped_column(String(128))
     args: Mapped[dict[str, Any]] = mapped_column()
     after: Mapped[list[Any]] = mapped_column(default=list)

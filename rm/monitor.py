@@ -25,7 +25,7 @@ class EventMonitor(threading.Thread):
         super().__init__(name="event-monitor", daemon=True)
         self.app = app
         self.events: queue.SimpleQueue[tuple[float, dict[str, Any]]] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._receiver: Any = None
         self.connected = threading.Event()
 
@@ -33,7 +33,7 @@ class EventMonitor(threading.Thread):
         self.events.put((time.time(), event))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 with self.app.connection_for_read() as connection:
                     self._receiver = self.app.events.Receiver(connection, handlers={"*": self._on_event})
@@ -42,9 +42,9 @@ class EventMonitor(threading.Thread):
                         pass
             except Exception as error:  # broker gone or restarting: retry, never die
                 self.connected.clear()
-                if not self._stop.is_set():
+                if not self._halt.is_set():
                     log.warning("event receiver lost the broker (%s); reconnecting", error)
-                    self._stop.wait(RECONNECT_DELAY_S)
+                    self._halt.wait(RECONNECT_DELAY_S)
 
     def drain(self) -> list[tuple[float, dict[str, Any]]]:
         items = []
@@ -55,6 +55,6 @@ class EventMonitor(threading.Thread):
                 return items
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self._receiver is not None:
             self._receiver.should_stop = True  # checked between one-second drains

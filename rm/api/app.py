@@ -4,12 +4,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rm.api import cluster, jobs
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``limit`` bytes, whether announced by Content-Length or sent chunked.
+
+    The body is read (up to the limit) before the application sees it, then replayed: our
+    bodies are small JSON documents, and a refusal must leave nothing half-done.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(status_code=413, content={"detail": f"request body over {self.limit} bytes"})
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(runtime: Any) -> FastAPI:
@@ -17,12 +58,7 @@ def create_app(runtime: Any) -> FastAPI:
                   description="Hybrid cloud-bursting elastic resource manager. Every endpoint but /healthz needs a bearer token.")
     app.state.runtime = runtime
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette middleware
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(status_code=413, content={"detail": f"request body over {MAX_BODY_BYTES} bytes"})
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

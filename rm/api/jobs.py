@@ -24,6 +24,9 @@ EXAMPLE = {"name": "s1-ortho", "tasks": [
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def submit(body: Any = Body(..., examples=[EXAMPLE]), who: Caller = Depends(require(Role.USER)), rt=Depends(runtime)) -> Any:  # noqa: ANN001
+    if not isinstance(body, dict):
+        return JSONResponse(status_code=422, content={"detail": [
+            {"loc": ["body"], "msg": "a workflow must be a JSON object", "type": "model_type"}]})
     try:
         job_id = rt.jobs.submit(body, owner=who.name, now=time.time())
     except WorkflowError as error:
@@ -72,7 +75,7 @@ def get_job(job_id: str, who: Caller = Depends(caller), rt=Depends(runtime)) -> 
         job = session.get(Job, job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-        tasks = list(session.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.queued_at, Task.id)))
+        tasks = list(session.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.seq)))
         progress = _progress(session, [job_id]).get(job_id, {})
         return {**_job_view(job, progress), "tasks": [_task_view(t) for t in tasks]}
 

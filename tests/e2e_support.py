@@ -1,0 +1,115 @@
+"""Helpers for the end-to-end tests: a running manager, bounded waits, process bookkeeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import select
+
+from rm.client import ApiClient
+from rm.config import ClusterConfig, parse_config
+from rm.models import Node, Task
+from rm.runtime import Runtime
+
+S1_ORTHO = {"name": "s1-ortho", "tasks": [
+    {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
+    {"name": "tile", "run": "builtin.sleep", "args": {"seconds": 2}, "replicate": 40, "after": ["fetch"]},
+    {"name": "zip", "run": "builtin.echo", "args": {"ok": True}, "after": ["tile"]}]}
+
+
+def issue_config(tmp: Path, database: str | None = None, **policy: Any) -> ClusterConfig:
+    """The configuration of the issue, with its files under ``tmp`` and a free API port."""
+    return parse_config({
+        "cluster": "demo",
+        "database": database or f"sqlite:///{tmp}/rm-demo.db",
+        "broker": "embedded",
+        "state_dir": str(tmp / "state"),
+        "api": {"host": "127.0.0.1", "port": 0},
+        "policy": {"tick_s": 1, "load_factor": 1.0, "idle_timeout_s": 10, **policy},
+        "pools": [
+            {"name": "onprem", "provider": "local", "priority": 0, "slots": 2, "min_nodes": 1, "max_nodes": 1,
+             "price_per_hour": 0.0, "labels": ["onprem"]},
+            {"name": "burst", "provider": "local", "priority": 10, "slots": 2, "min_nodes": 0, "max_nodes": 4,
+             "price_per_hour": 0.40, "boot_delay_s": 2},
+        ],
+    }, "test")
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout_s: float = 120.0, every_s: float = 0.5) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after a bounded wait."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class Running:
+    """A started runtime with its API and an admin client."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.runtime = Runtime(config).start()
+        self.url = self.runtime.serve_api()
+        self.client = ApiClient(self.url, self.runtime.token_path.read_text().strip())
+
+    def nodes(self, **params: Any) -> list[dict[str, Any]]:
+        return self.client.get("/api/v1/nodes", **params)
+
+    def live(self, pool: str) -> list[dict[str, Any]]:
+        return [n for n in self.nodes() if n["pool"] == pool]
+
+    def ready(self, pool: str) -> list[dict[str, Any]]:
+        return [n for n in self.live(pool) if n["state"] in ("idle", "busy")]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.client.get(f"/api/v1/jobs/{job_id}")
+
+    def finished_job(self, job_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
+        return wait_for(f"job {job_id} to finish",
+                        lambda: (j := self.job(job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
+                        timeout_s=timeout_s)
+
+    def events(self, **params: Any) -> list[dict[str, Any]]:
+        return self.client.get("/api/v1/events", limit=2000, **params)
+
+    def task_rows(self, job_id: str) -> list[Task]:
+        with self.runtime.store.session() as session:
+            return list(session.scalars(select(Task).where(Task.job_id == job_id)))
+
+    def node_rows(self) -> list[Node]:
+        with self.runtime.store.session() as session:
+            return list(session.scalars(select(Node)))
+
+    def agent_pid(self, node_id: str) -> int:
+        import json
+
+        record = Path(self.runtime.state_dir) / "local" / self.runtime.config().cluster / f"{node_id}.json"
+        return json.loads(record.read_text())["pid"]
+
+    def stop(self) -> None:
+        self.client.close()
+        self.runtime.stop()
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+        except psutil.Error:
+            continue
+    return alive
