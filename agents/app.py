@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from agents.backend import backend_url
+
 DEFAULT_PRIORITY = 5
 
 
@@ -22,11 +24,14 @@ def make_app(
     restore_interval_s: float = 2.0,
     soft_shutdown_timeout_s: float = 10.0,
 ) -> Celery:
-    app = Celery("hybrid-rm", broker=broker_url, backend=broker_url, set_as_current=False)
+    app = Celery("hybrid-rm", broker=broker_url, backend=backend_url(broker_url), set_as_current=False)
     transport = {
         "visibility_timeout": visibility_timeout_s,
         "unacked_restore_interval": restore_interval_s,
         "unacked_restore_throttle": 1,  # scan on every sweep: the sweep is already spaced out
+        # The sweep holds a Redis lock; an agent SIGKILLed while holding it would block every
+        # other agent's sweep until the lock expires (kombu's default: 300 s).
+        "unacked_mutex_expire": 30,
         "queue_order_strategy": "priority",
     }
     app.conf.update(

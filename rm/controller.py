@@ -26,7 +26,7 @@ from policies.snapshot import Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
 from rm.config import ClusterConfig
-from rm.demand import build_demand, labels_of, queues_for_pool, waiting_by_queue
+from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
 from rm.models import Node
@@ -130,11 +130,11 @@ class Controller:
     def _measure_demand(self) -> tuple[Demand, ...]:
         cluster = self.config().cluster
         queues = {q for pool in self.config().pools for q in queues_for_pool(cluster, pool.labels)}
-        queues |= {q for q in self.tracker.queue_of.values() if q.startswith(f"rm.{cluster}.")}
+        queues |= {q for q in self.tracker.queue_of.values() if is_cluster_queue(cluster, q)}
         waiting = waiting_by_queue(self.broker, sorted(queues))
         in_flight: dict[frozenset[str], int] = {}
         for queue_name, count in self.tracker.in_flight_by_queue().items():
-            labels = labels_of(cluster, queue_name) if queue_name.startswith(f"rm.{cluster}.") else frozenset()
+            labels = labels_of(cluster, queue_name) if is_cluster_queue(cluster, queue_name) else frozenset()
             in_flight[labels] = in_flight.get(labels, 0) + count
         return build_demand(cluster, waiting, in_flight)
 

@@ -21,19 +21,26 @@ from policies.snapshot import Demand, LabelSet
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis defaults
 PRIORITY_SEP = "\x06\x16"
-ANY = "any"
 
 
 def queue_for(cluster: str, labels: Iterable[str]) -> str:
-    return f"rm.{cluster}.{'+'.join(sorted(set(labels))) or ANY}"
+    """``rm.<cluster>`` for tasks with no constraint, ``rm.<cluster>.<l1+l2>`` otherwise.
+
+    The unconstrained queue has no suffix at all, so no label name can ever collide with it.
+    """
+    names = "+".join(sorted(set(labels)))
+    return f"rm.{cluster}.{names}" if names else f"rm.{cluster}"
+
+
+def is_cluster_queue(cluster: str, queue: str) -> bool:
+    return queue == f"rm.{cluster}" or queue.startswith(f"rm.{cluster}.")
 
 
 def labels_of(cluster: str, queue: str) -> LabelSet:
-    prefix = f"rm.{cluster}."
-    if not queue.startswith(prefix):
+    if not is_cluster_queue(cluster, queue):
         raise ValueError(f"{queue!r} is not a placement queue of cluster {cluster!r}")
-    tail = queue[len(prefix):]
-    return frozenset() if tail == ANY else frozenset(tail.split("+"))
+    tail = queue[len(f"rm.{cluster}."):]
+    return frozenset(tail.split("+")) if tail else frozenset()
 
 
 def label_subsets(labels: Iterable[str]) -> list[LabelSet]:

@@ -127,6 +127,7 @@ class NodeKeeper:
             if node is None or node.status != S.TERMINATING or outcome.error is not None:
                 continue
             change_status(session, node, S.TERMINATED, "the provider destroyed it", now)
+            self.tracker.forget_worker(node.worker or "")
             record_event(session, EventKind.TERMINATED, "drained", f"node {node.id} of pool {node.pool} is gone",
                          now=now, pool=node.pool, node_id=node.id)
 

@@ -32,7 +32,7 @@ from rm.states import NodeStatus
 pytestmark = pytest.mark.timeout(120)
 
 CLUSTER = "apitest"
-ANY_QUEUE = f"rm.{CLUSTER}.any"
+ANY_QUEUE = f"rm.{CLUSTER}"
 ONPREM_QUEUE = f"rm.{CLUSTER}.onprem"
 GHOST_NODE = "apitest-burst-ghost"  # a terminal node row, inserted through rm.lifecycle
 
