@@ -36,6 +36,7 @@ from rm.workflow import expand, validate_workflow
 log = logging.getLogger("rm.jobs")
 
 FULL_RECONCILE_EVERY = 10  # ticks between sweeps of every unfinished task against the backend
+MGET_CHUNK = 1000  # result keys read per round trip
 
 
 class JobState(StrEnum):
@@ -55,7 +56,7 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
-UNFINISHED_TASK = (TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING)
+NOT_SUCCEEDED = tuple(state for state in TaskState if state != TaskState.SUCCEEDED)
 IN_BROKER = (TaskState.QUEUED, TaskState.RUNNING)
 FINISHED_JOB = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
@@ -102,29 +103,35 @@ class JobService:
         """Publish every pending task whose dependencies have all succeeded."""
         published = 0
         with self._lock, self.store.session() as session:
-            query = select(Job).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+            query = (select(Task.job_id).join(Job, Job.id == Task.job_id).distinct()
+                     .where(Task.state == TaskState.PENDING, Job.state.in_([JobState.QUEUED, JobState.RUNNING])))
             if job_ids is not None:
-                query = query.where(Job.id.in_(list(job_ids)))
-            for job in session.scalars(query):
-                published += self._dispatch_job(session, job, now)
+                query = query.where(Task.job_id.in_(list(job_ids)))
+            for job_id in list(session.scalars(query)):
+                published += self._dispatch_job(session, job_id, now)
         return published
 
-    def _dispatch_job(self, session: Session, job: Job, now: float) -> int:
-        tasks = list(session.scalars(select(Task).where(Task.job_id == job.id)))
-        unfinished_names = {t.name for t in tasks if t.state != TaskState.SUCCEEDED}
-        ready = [t for t in tasks if t.state == TaskState.PENDING and not (set(t.after) & unfinished_names)]
-        for task in ready:
-            self._publish(task, now)
+    def _dispatch_job(self, session: Session, job_id: str, now: float) -> int:
+        blocking = set(session.scalars(select(Task.name).distinct().where(
+            Task.job_id == job_id, Task.state.in_(list(NOT_SUCCEEDED)))))
+        pending = session.scalars(select(Task).where(Task.job_id == job_id, Task.state == TaskState.PENDING)
+                                  .order_by(Task.seq))
+        ready = [t for t in pending if not set(t.after) & blocking]
+        if ready:
+            with self.app.producer_or_acquire() as producer:  # one connection for the whole batch
+                for task in ready:
+                    self._publish(task, now, producer)
         return len(ready)
 
-    def _publish(self, task: Task, now: float) -> None:
+    def _publish(self, task: Task, now: float, producer: Any = None) -> None:
         task.publishes += 1
         task.celery_id = f"{task.id}-{task.publishes}"
         options: dict[str, Any] = {}
         if task.timeout_s:
             options["time_limit"] = task.timeout_s
         self.app.send_task(task.run, kwargs=task.args, task_id=task.celery_id, queue=task.queue,
-                           headers={"rm_job_id": task.job_id}, **options)
+                           headers={"rm_job_id": task.job_id}, producer=producer, **options)
+        self.tracker.queue_of[task.celery_id] = task.queue  # in-flight demand is counted per queue
         task.state = TaskState.QUEUED
         task.queued_at = task.queued_at or now
 
@@ -171,24 +178,25 @@ class JobService:
         full = self._ticks % FULL_RECONCILE_EVERY == 1
         finished = 0
         with self._lock, self.store.session() as session:
-            query = select(Task).where(Task.state.in_(list(IN_BROKER)))
+            query = select(Task.id, Task.celery_id).where(Task.state.in_(list(IN_BROKER)))
             if not full:
                 query = query.where(
                     (Task.state == TaskState.RUNNING) | Task.celery_id.in_(list(self._check_now))
                 )
-            tasks = list(session.scalars(query))
+            candidates = session.execute(query).all()
             self._check_now.clear()
-            for task, meta in zip(tasks, self._fetch_meta([t.celery_id for t in tasks])):
-                if meta is None:
-                    continue
-                finished += self._apply_meta(session, task, meta, now)
+            news = [(task_id, meta) for (task_id, _celery_id), meta
+                    in zip(candidates, self._fetch_meta([c for _, c in candidates])) if meta is not None]
+            for task_id, meta in news:  # only tasks the backend has something to say about
+                finished += self._apply_meta(session, session.get(Task, task_id), meta, now)
         return finished
 
     def _fetch_meta(self, celery_ids: list[str]) -> list[dict | None]:
-        if not celery_ids:
-            return []
         backend = self.app.backend
-        raw = backend.client.mget([backend.get_key_for_task(cid) for cid in celery_ids])
+        raw: list[bytes | None] = []
+        for start in range(0, len(celery_ids), MGET_CHUNK):
+            chunk = celery_ids[start:start + MGET_CHUNK]
+            raw.extend(backend.client.mget([backend.get_key_for_task(cid) for cid in chunk]))
         return [backend.decode_result(value) if value else None for value in raw]
 
     def _apply_meta(self, session: Session, task: Task, meta: dict, now: float) -> int:
@@ -242,8 +250,9 @@ class JobService:
             self._cancel_unstarted(session, job_id, now)
             self._end_job(session, job, JobState.FAILED, now)
             return
-        states = session.scalars(select(Task.state).where(Task.job_id == job_id)).all()
-        if all(state == TaskState.SUCCEEDED for state in states):
+        unfinished = session.scalars(select(Task.id).where(
+            Task.job_id == job_id, Task.state.in_(list(NOT_SUCCEEDED))).limit(1)).first()
+        if unfinished is None:
             self._end_job(session, job, JobState.SUCCEEDED, now)
 
     def _end_job(self, session: Session, job: Job, state: JobState, now: float) -> None:

@@ -67,10 +67,10 @@ class Job(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_job_name", "job_id", "name"),)
+    __table_args__ = (Index("ix_tasks_job_name", "job_id", "name"), Index("ix_tasks_job_state", "job_id", "state"))
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    celery_id: Mapped[str | None] = mapped_column(String(80), default=None, index=True)  # id of the current attempt
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # <job id>.<name>.<index>
+    celery_id: Mapped[str | None] = mapped_column(String(144), default=None, index=True)  # id of the current attempt
     publishes: Mapped[int] = mapped_column(Integer, default=0)  # deliberate (re)submissions; retries make new ids
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -104,7 +104,7 @@ class ScalingEvent(Base):
     pool: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     node_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     job_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    task_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    task_id: Mapped[str | None] = mapped_column(String(128), default=None)
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

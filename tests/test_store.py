@@ -569,3 +569,15 @@ def test_restart_survival(store: Store) -> None:
             assert session.scalars(select(ApiToken.token_hash)).one() == "hash"
     finally:
         restarted.dispose()
+
+
+def test_longest_task_ids_fit_the_columns(store: Store) -> None:
+    """Task ids are ``<32-hex job id>.<name of up to 64>.<index>``; celery ids add ``-<attempt>``."""
+    job_id = "f" * 32
+    task_id = f"{job_id}.{'n' * 64}.19999"
+    with store.session() as session:
+        session.add(_job(job_id))
+        session.flush()
+        session.add(_task(task_id, job_id, celery_id=f"{task_id}-11"))
+    with store.session() as session:
+        assert session.get(Task, task_id).celery_id == f"{task_id}-11"
