@@ -20,6 +20,7 @@ class Cause(StrEnum):
     NO_POOL = "no_pool"  # refusal: no pool carries the labels the tasks ask for
     LAUNCH_CAP = "launch_cap"  # refusal: more launches needed than max_launch_per_tick allows
     SCALE_DOWN_PENDING = "scale_down_pending"  # not yet: recommended, waiting for consecutive ticks
+    BACKOFF = "backoff"  # refusal: the pool's recent launches failed; it waits before trying again
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session
 
-from policies.decision import Decision, Refusal
+from policies.decision import Cause, Decision, Refusal
 from policies.load_factor import decide
 from policies.snapshot import Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
@@ -156,7 +156,13 @@ class Controller:
     # -- acting ----------------------------------------------------------------------------
     def _act(self, session: Session, decision: Decision, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
         by_id = {node.id: node for node in nodes}
+        refusals = list(decision.refusals)
         for launch in decision.launches:
+            until = self.keeper.backoff_until(launch.pool)
+            if until > now:
+                refusals.append(Refusal(Cause.BACKOFF, f"pool {launch.pool} would launch {launch.count} node(s) but its "
+                                        f"recent launches failed; it waits {until - now:.0f} s more", pool=launch.pool))
+                continue
             pool = self.config().pool(launch.pool)
             node_ids = self.keeper.launch(session, pool, launch.count, launch.message, now, pending)
             record_event(session, EventKind.LAUNCH, launch.cause, launch.message, now=now, pool=launch.pool,
@@ -169,7 +175,7 @@ class Controller:
             record_event(session, EventKind.DRAIN, drain.cause, drain.message, now=now, pool=drain.pool, node_id=drain.node_id)
         drained = {d.node_id for d in decision.drains}
         self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
-        self._explain_refusals(session, decision.refusals, now)
+        self._explain_refusals(session, refusals, now)
 
     def _explain_refusals(self, session: Session, refusals: Sequence[Refusal], now: float) -> None:
         """Record a refusal when it starts, and again only every REFUSAL_REPEAT_S while it stands."""

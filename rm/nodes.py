@@ -30,6 +30,22 @@ log = logging.getLogger("rm.nodes")
 
 S = NodeStatus
 TERMINATE_RETRY_S = 30.0
+BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
+BACKOFF_MAX_S = 300.0
+
+
+@dataclass
+class LaunchBackoff:
+    """Consecutive launch failures of one pool, and until when it must not launch."""
+
+    failures: int = 0
+    until: float = 0.0
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        self.until = now + delay
+        return delay
 
 
 @dataclass
@@ -57,6 +73,15 @@ class NodeKeeper:
         self.agent_settings = agent_settings
         self.started_at = started_at  # events seen only from here: no one is "lost" before a grace
         self._terminate_sent: dict[str, float] = {}
+        self.backoff: dict[str, LaunchBackoff] = {}
+
+    def backoff_until(self, pool: str) -> float:
+        return self.backoff.get(pool, LaunchBackoff()).until
+
+    def _launch_failed(self, node: Node, now: float) -> str:
+        """Count a failed launch of the node's pool; returns the sentence saying how long it waits."""
+        delay = self.backoff.setdefault(node.pool, LaunchBackoff()).failed(now)
+        return f"; pool {node.pool} waits {delay:.0f} s before launching again"
 
     # -- queries ---------------------------------------------------------------------------
     @staticmethod
@@ -114,7 +139,8 @@ class NodeKeeper:
                 node.provider_ref = result.provider_ref
                 change_status(session, node, S.BOOTING, f"provider created it ({result.provider_ref})", now)
             else:
-                message = f"launch of node {node.id} in pool {node.pool} failed ({result.error_kind or 'error'}): {result.error}"
+                message = (f"launch of node {node.id} in pool {node.pool} failed ({result.error_kind or 'error'}): "
+                           f"{result.error}" + self._launch_failed(node, now))
                 change_status(session, node, S.FAILED, message, now)
                 record_event(session, EventKind.LAUNCH_FAILED, str(result.error_kind or "error"), message,
                              now=now, pool=node.pool, node_id=node.id)
@@ -165,9 +191,10 @@ class NodeKeeper:
         elif status == S.TERMINATING:
             change_status(session, node, S.TERMINATED, "already gone from the provider", now)
         elif status in (S.BOOTING, S.IDLE, S.BUSY, S.DRAINING):
+            booting = self._launch_failed(node, now) if status == S.BOOTING else ""
             self._fence(session, node, S.LOST, EventKind.LOST, "vanished",
                         f"node {node.id} of pool {node.pool} vanished from the provider while {status}; "
-                        f"its unfinished tasks are redelivered when their lease expires", now, pending)
+                        f"its unfinished tasks are redelivered when their lease expires{booting}", now, pending)
 
     # -- agents ----------------------------------------------------------------------------
     def observe_workers(self, session: Session, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
@@ -199,6 +226,7 @@ class NodeKeeper:
             node.registered_at = now
             node.idle_since = now
             change_status(session, node, S.IDLE, f"agent {node.worker} registered", now)
+            self.backoff.pop(node.pool, None)  # the pool launches fine again
             record_event(session, EventKind.REGISTERED, "agent-online",
                          f"node {node.id} of pool {node.pool} is ready {took:.1f} s after its launch was requested",
                          now=now, pool=node.pool, node_id=node.id, data={"boot_s": round(took, 3)})
@@ -206,7 +234,7 @@ class NodeKeeper:
         elif now - node.created_at > pool.boot_timeout_s:
             self._fence(session, node, S.FAILED, EventKind.BOOT_TIMEOUT, "boot-timeout",
                         f"node {node.id} of pool {node.pool} did not register within boot_timeout_s "
-                        f"({pool.boot_timeout_s:.0f} s): destroying it", now, pending)
+                        f"({pool.boot_timeout_s:.0f} s): destroying it" + self._launch_failed(node, now), now, pending)
 
     @staticmethod
     def _track_busy(session: Session, node: Node, now: float) -> None:

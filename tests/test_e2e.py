@@ -176,3 +176,35 @@ def _healthy(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_node_that_never_registers_is_destroyed_and_its_pool_backs_off(tmp_path: Path) -> None:
+    from bench.scale_up import _ts
+    from rm.config import parse_config
+
+    config = parse_config({
+        "cluster": "stuck", "database": f"sqlite:///{tmp_path}/rm.db", "broker": "embedded",
+        "state_dir": str(tmp_path / "state"), "api": {"host": "127.0.0.1", "port": 0}, "policy": {"tick_s": 0.5},
+        # the agent "boots" for 10 minutes: it never registers within boot_timeout_s
+        "pools": [{"name": "onprem", "provider": "local", "slots": 1, "min_nodes": 1, "max_nodes": 1,
+                   "boot_delay_s": 600, "boot_timeout_s": 2}],
+    }, "test")
+    running = Running(config)
+    try:
+        booting = wait_for("a booting node", lambda: [n for n in running.nodes() if n["state"] == "booting"])[0]
+        agent = psutil.Process(running.agent_pid(booting["id"]))
+        first = wait_for("the first boot timeout", lambda: running.events(kind="boot-timeout"), timeout_s=60)[0]
+        assert first["node"] == booting["id"]
+        assert "did not register within boot_timeout_s" in first["message"] and "waits 5 s" in first["message"]
+        wait_for("the stuck agent to be destroyed", lambda: not still_running([agent]), timeout_s=60)
+        backoff = wait_for("a backoff refusal", lambda: [e for e in running.events(kind="refused")
+                                                          if e["cause"] == "backoff"], timeout_s=30)[0]
+        assert "recent launches failed" in backoff["message"]
+        second = wait_for("a second boot timeout", lambda: running.events(kind="boot-timeout")[1:], timeout_s=90)[0]
+        assert "waits 10 s" in second["message"], "the backoff did not double"
+        relaunch = next(e for e in running.events(kind="launch") if e["at"] > first["at"])
+        assert _ts(relaunch["at"]) - _ts(first["at"]) >= 5.0, "relaunched before the backoff elapsed"
+        statuses = {n.id: n.status for n in running.node_rows()}
+        assert statuses[booting["id"]] == "failed"
+    finally:
+        running.stop()
