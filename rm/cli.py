@@ -7,6 +7,7 @@ well in a terminal; the commands that talk to a manager go through its HTTP API 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -76,6 +77,10 @@ def up(config: Path = typer.Option(..., "--config", "-c", help="cluster YAML fil
         console.print(f"[green]hybrid-rm[/green] cluster [bold]{cluster.cluster}[/bold] is up: API {url}, "
                       f"token in {runtime.token_path}. Ctrl-C stops it and every agent it started.")
         _wait_for_signal()
+    except Exception as error:  # a start-up failure: say what, not a traceback
+        logging.getLogger("rm.cli").debug("start-up failed", exc_info=True)
+        console.print(f"[red]cannot run cluster {cluster.cluster}:[/red] {error}")
+        raise typer.Exit(1) from None
     finally:
         console.print("stopping: releasing local agents and the embedded broker...")
         runtime.stop()

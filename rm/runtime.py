@@ -48,6 +48,10 @@ class Runtime:
         self.embedded: EmbeddedRedis | None = None
         self.broker_url = ""
         self.controller: Controller | None = None
+        self.store: Store | None = None
+        self.monitor: EventMonitor | None = None
+        self.actuator: Actuator | None = None
+        self.broker: redis.Redis | None = None
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
 
@@ -132,20 +136,28 @@ class Runtime:
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop serving and deciding, destroy every local agent, stop the embedded broker."""
+        """Stop serving and deciding, destroy every local agent, stop the embedded broker.
+
+        Safe after a partial start: each part is stopped only if it was started.
+        """
         if self._server is not None:
             self._server.should_exit = True
         if self.controller is not None:
             self.controller.stop()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._release_local_nodes()
-        self.monitor.stop()
-        self.actuator.close()
-        self.broker.close()
+        if self.actuator is not None and self.store is not None:
+            self._release_local_nodes()
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.actuator is not None:
+            self.actuator.close()
+        if self.broker is not None:
+            self.broker.close()
         if self.embedded is not None:
             self.embedded.stop()
-        self.store.dispose()
+        if self.store is not None:
+            self.store.dispose()
         log.info("hybrid-rm cluster %s stopped", self._config.cluster)
 
     def _release_local_nodes(self) -> None:

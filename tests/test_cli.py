@@ -1,0 +1,108 @@
+"""``rmctl`` as a user runs it: real processes, a real manager, output read back.
+
+The demo test guards the README's first quick-start command.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from rm.broker import free_port
+from tests.e2e_support import issue_config, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+RMCTL = [sys.executable, "-m", "rm.cli"]
+
+
+def rmctl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RMCTL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**_environ(), "COLUMNS": "200"})
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("RM_TOKEN", "RM_API")}
+
+
+def processes_under(directory: Path) -> list[str]:
+    """Processes whose working directory is inside ``directory`` (what a run there left behind)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if Path(process.cwd()).is_relative_to(directory) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])[:100]}")
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def test_bad_config_is_refused_naming_the_file_and_field(tmp_path: Path) -> None:
+    config = issue_config(tmp_path).model_dump(mode="json")
+    config["pools"][1]["max_nodes"] = -1
+    config["policy"]["load_factor"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = rmctl("up", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(path) in result.stdout and "pools[1].max_nodes" in result.stdout and "policy.load_factor" in result.stdout
+    assert processes_under(tmp_path) == []
+
+
+def test_submit_wait_and_listings_against_rmctl_up(tmp_path: Path) -> None:
+    config = issue_config(tmp_path).model_dump(mode="json")
+    config["api"]["port"] = free_port()
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(config))
+    up = subprocess.Popen([*RMCTL, "up", "--config", str(cluster)], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the token file", lambda: (tmp_path / "state" / "token").exists())
+        small = tmp_path / "small.yaml"
+        small.write_text(yaml.safe_dump({"name": "small", "labels": ["onprem"], "tasks": [
+            {"name": "step", "run": "builtin.sleep", "args": {"seconds": 0.5}, "replicate": 4}]}))
+        done = rmctl("submit", str(small), "--wait", "--config", str(cluster), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "submitted job" in done.stdout and "succeeded" in done.stdout
+
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"name": "bad", "tasks": [
+            {"name": "a", "run": "builtin.sleep"}, {"name": "b", "run": "builtin.nope", "after": ["zz"]}]}))
+        refused = rmctl("submit", str(bad), "--config", str(cluster), cwd=tmp_path)
+        assert refused.returncode == 1
+        assert "tasks.1.after:" in refused.stdout and "tasks.1.run:" in refused.stdout, refused.stdout
+
+        for command, expected in (("nodes", "onprem-"), ("jobs", "small"), ("pools", "burst"), ("events", "launch")):
+            listing = rmctl(command, "--config", str(cluster), cwd=tmp_path)
+            assert listing.returncode == 0 and expected in listing.stdout, (command, listing.stdout, listing.stderr)
+
+        anonymous = rmctl("jobs", "--api", f"http://127.0.0.1:{config['api']['port']}", "--token", "wrong", cwd=tmp_path)
+        assert anonymous.returncode != 0 and "401" in anonymous.stdout + anonymous.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=120)
+    assert up.returncode == 0
+    assert processes_under(tmp_path) == []
+
+
+def test_quick_start_demo(tmp_path: Path) -> None:
+    """The README's first command: the demo bursts, comes back, and leaves nothing running."""
+    result = rmctl("demo", "--timeout", "240", cwd=tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "launch 4 node(s) in pool burst" in output
+    assert "succeeded (42/42 tasks succeeded)" in output
+    assert "after the job ended" in output
+    assert "tasks run more than once │ 0" in output
+    assert (tmp_path / ".rm-demo" / "rm-demo.db").exists()
+    assert processes_under(tmp_path) == []
