@@ -106,3 +106,63 @@ def test_quick_start_demo(tmp_path: Path) -> None:
     assert "tasks run more than once │ 0" in output
     assert (tmp_path / ".rm-demo" / "rm-demo.db").exists()
     assert processes_under(tmp_path) == []
+
+
+def test_manager_sigkilled_mid_scale_up_restarts_without_loss_or_double_launch(tmp_path: Path) -> None:
+    import httpx
+
+    config = issue_config(tmp_path).model_dump(mode="json")
+    config["api"]["port"] = free_port()
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(config))
+    base = f"http://127.0.0.1:{config['api']['port']}"
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([*RMCTL, "up", "--config", str(cluster)], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def api(path: str) -> object:
+        token = (tmp_path / "state" / "token").read_text().strip()
+        return httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+
+    def up_and_answering() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    first = start()
+    second = None
+    try:
+        wait_for("rmctl up", up_and_answering)
+        wait_for("the on-prem node", lambda: [n for n in api("/api/v1/nodes") if n["state"] == "idle"])
+        token = (tmp_path / "state" / "token").read_text().strip()
+        job = {"name": "restart", "tasks": [{"name": "a", "run": "builtin.sleep", "args": {"seconds": 3}, "replicate": 16},
+                                            {"name": "b", "run": "builtin.echo", "args": {"ok": True}, "after": ["a"]}]}
+        job_id = httpx.post(f"{base}/api/v1/jobs", json=job, headers={"Authorization": f"Bearer {token}"}).json()["id"]
+        wait_for("the burst launch", lambda: [e for e in api("/api/v1/events?kind=launch") if e["pool"] == "burst"])
+        first.send_signal(signal.SIGKILL)  # mid scale-up: burst nodes are provisioning or booting
+        first.wait(timeout=30)
+
+        second = start()
+        wait_for("the restarted rmctl up", up_and_answering)
+        done = wait_for("the job to finish after the restart",
+                        lambda: (j := api(f"/api/v1/jobs/{job_id}"))["state"] in ("succeeded", "failed") and j, timeout_s=240)
+        assert done["state"] == "succeeded", done
+        assert len(done["tasks"]) == 17 and all(t["state"] == "succeeded" for t in done["tasks"])
+        wait_for("the burst pool to return to 0", lambda: not [n for n in api("/api/v1/nodes") if n["pool"] == "burst"],
+                 timeout_s=120)
+        burst = [n for n in api("/api/v1/nodes?all=true") if n["pool"] == "burst"]
+        assert len(burst) <= 4, f"nodes were launched twice: {[(n['id'], n['state']) for n in burst]}"
+        assert not api("/api/v1/events?kind=lost"), "an agent was lost across the manager restart"
+    finally:
+        for process in (second, first):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=120)
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "rm-demo.db").execute(
+        "select count(*), max(completions), min(completions) from tasks where job_id = ?", (job_id,)).fetchone()
+    assert rows == (17, 1, 1), f"results not recorded exactly once: {rows}"
+    assert processes_under(tmp_path) == []
