@@ -186,7 +186,7 @@ class JobService:
             candidates = session.execute(query).all()
             self._check_now.clear()
             news = [(task_id, meta) for (task_id, _celery_id), meta
-                    in zip(candidates, self._fetch_meta([c for _, c in candidates])) if meta is not None]
+                    in zip(candidates, self._fetch_meta([c for _, c in candidates]), strict=True) if meta is not None]
             for task_id, meta in news:  # only tasks the backend has something to say about
                 finished += self._apply_meta(session, session.get(Task, task_id), meta, now)
         return finished
