@@ -13,8 +13,8 @@ The steps, in ProActive's load-factor semantics:
 3. Each pool's node target is its filled slots in nodes, clamped to ``[min_nodes,
    max_nodes]`` in :func:`clamp_to_bounds` and nowhere else.
 4. Below target, launch (capped per tick, never above ``max_nodes`` counting every live node).
-5. Above target, recommend idle nodes idle for ``idle_timeout_s``; release one only once it
-   has been recommended on ``scale_down_ticks`` consecutive ticks.
+5. Above target, recommend surplus idle nodes on every tick; release one only once it has been
+   idle ``idle_timeout_s`` and recommended on ``scale_down_ticks`` consecutive ticks.
 """
 
 from __future__ import annotations
@@ -214,12 +214,16 @@ def _idle_long_enough(node: NodeView, settings: PolicySettings, now: float) -> b
     return idle is not None and idle >= settings.idle_timeout_s
 
 
-def release_candidates(plan: _PoolPlan, settings: PolicySettings, now: float) -> list[NodeView]:
-    """Idle-long-enough nodes, longest idle first, at most the surplus (so never below target)."""
+def release_candidates(plan: _PoolPlan, now: float) -> list[NodeView]:
+    """Surplus idle nodes (nothing running), longest idle first, at most the surplus.
+
+    A node is recommended from its first surplus idle tick, so its consecutive-tick count runs
+    alongside its idle timer rather than after it: both must be met before it is drained.
+    """
     surplus = plan.serving - plan.target
     if surplus <= 0:
         return []
-    idle = [n for n in plan.pool.nodes if _idle_long_enough(n, settings, now)]
+    idle = [n for n in plan.pool.nodes if idle_for(n, now) is not None]
     idle.sort(key=lambda n: (n.idle_since, n.id))
     return idle[:surplus]
 
@@ -247,10 +251,13 @@ def pending_refusal(plan: _PoolPlan, node: NodeView, settings: PolicySettings) -
 def plan_release(
     plan: _PoolPlan, settings: PolicySettings, now: float
 ) -> tuple[list[str], list[Drain], list[Refusal]]:
-    """Cautious scale-down: recommend surplus idle nodes, drain only after consecutive ticks."""
+    """Cautious scale-down: drain a surplus node only once it has been idle ``idle_timeout_s``
+    *and* recommended on ``scale_down_ticks`` consecutive ticks."""
     candidates, drains, refusals = [], [], []
-    for node in release_candidates(plan, settings, now):
+    for node in release_candidates(plan, now):
         candidates.append(node.id)
+        if not _idle_long_enough(node, settings, now):
+            continue
         if node.removal_streak + 1 >= settings.scale_down_ticks:
             drains.append(Drain(node.id, plan.pool.name, Cause.IDLE, release_message(plan, node, settings, now)))
         else:

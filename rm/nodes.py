@@ -262,12 +262,18 @@ class NodeKeeper:
                 self._maybe_destroy(node, now, soft_s, pending)
 
     def _maybe_destroy(self, node: Node, now: float, soft_s: float, pending: PendingActions) -> None:
+        """Destroy a node told to shut down once its agent is gone, or idle and not going.
+
+        Never while its agent still runs a task: one may have slipped in between the last idle
+        observation and the consumer's cancellation; it finishes first.
+        """
         sent_at = self._terminate_sent.get(node.id)
         if sent_at is not None and now - sent_at < TERMINATE_RETRY_S:
             return
         shutdown_at = (node.extra or {}).get("shutdown_sent_at", node.updated_at)
-        worker = self.tracker.workers.get(node.worker or "")
-        offline = worker is None or not worker.online
-        if offline or now - shutdown_at > soft_s + 5:
+        alive = self.tracker.alive(node.worker or "", now, self.config().policy.heartbeat_timeout_s)
+        if alive and self.tracker.workers[node.worker].running > 0:
+            return
+        if not alive or now - shutdown_at > soft_s + 5:
             self._terminate_sent[node.id] = now
             pending.terminations.append((node.pool, [node.id]))

@@ -183,9 +183,25 @@ def test_idle_node_released_on_the_nth_consecutive_recommendation(streak: int, d
         assert causes(decision) == [Cause.SCALE_DOWN_PENDING]
 
 
-def test_idle_node_not_recommended_before_idle_timeout() -> None:
+def test_idle_node_counts_ticks_but_is_not_released_before_idle_timeout() -> None:
     idle = node("b-1", "burst", "idle", idle_since=NOW - 9.5, streak=7)
     decision = decide(Snapshot(pools=(burst((idle,)),)), Settings(idle_timeout_s=10.0), NOW)
+    # recommended (its consecutive-tick count runs alongside the idle timer) but not drained
+    assert decision.removal_candidates == ("b-1",) and decision.drains == ()
+    assert not [r for r in decision.refusals if r.cause == Cause.SCALE_DOWN_PENDING]
+
+
+def test_node_idle_past_timeout_with_enough_ticks_is_released_at_once() -> None:
+    """Counting ticks during the idle window: release comes at idle_timeout_s, not ticks later."""
+    idle = node("b-1", "burst", "idle", idle_since=NOW - 10.0, streak=2)
+    decision = decide(Snapshot(pools=(burst((idle,)),)), Settings(idle_timeout_s=10.0, scale_down_ticks=3), NOW)
+    assert [d.node_id for d in decision.drains] == ["b-1"]
+
+
+def test_a_node_that_is_not_surplus_is_never_recommended() -> None:
+    idle = node("b-1", "burst", "idle", idle_since=NOW - 100.0, streak=9)
+    demand = (Demand(labels=frozenset(), waiting=2),)
+    decision = decide(Snapshot(pools=(burst((idle,)),), demand=demand), Settings(), NOW)
     assert decision.removal_candidates == () and decision.drains == ()
 
 
