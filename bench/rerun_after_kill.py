@@ -14,11 +14,8 @@ Usage: python bench/rerun_after_kill.py [--runs N]
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -27,50 +24,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scale_up import _ts  # noqa: E402
-from rm.logs import setup_logging  # noqa: E402
-from tests.e2e_support import Running, issue_config, wait_for  # noqa: E402
+from bench import repeat  # noqa: E402
+from tests.e2e_support import epoch, issue_cluster, wait_for  # noqa: E402
 
 WORK = {"name": "long", "tasks": [{"name": "step", "run": "builtin.sleep", "args": {"seconds": 6}, "replicate": 6}]}
 
 
 def one_run() -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        running = Running(issue_config(Path(tmp), idle_timeout_s=60))
-        try:
-            wait_for("the on-prem node", lambda: running.ready("onprem"), timeout_s=60)
-            job_id = running.client.post("/api/v1/jobs", WORK)["id"]
-            victim = wait_for("a task running on a burst node", lambda: next(
-                (t["node"] for t in running.job(job_id)["tasks"]
-                 if t["state"] == "running" and (t["node"] or "").startswith("burst-")), None), timeout_s=60)
-            held = {t["id"] for t in running.job(job_id)["tasks"] if t["node"] == victim and t["state"] == "running"}
-            killed_at = time.time()
-            os.kill(running.agent_pid(victim), signal.SIGKILL)
-            job = running.finished_job(job_id, timeout_s=180)
-            lost = [e for e in running.events(kind="lost") if e["node"] == victim]
-            reruns = [e for e in running.events(kind="task-rerun") if e["task"] in held]
-            rows = running.task_rows(job_id)
-            return {
-                "detected_s": round(_ts(lost[0]["at"]) - killed_at, 3) if lost else None,
-                "rerun_s": round(min(_ts(e["at"]) for e in reruns) - killed_at, 3) if reruns else None,
-                "tasks_on_killed_node": len(held),
-                "job_succeeded": job["state"] == "succeeded" and all(r.completions == 1 for r in rows),
-            }
-        finally:
-            running.stop()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    setup_logging(level="WARNING")
-    runs = [one_run() for _ in range(args.runs)]
-    median = {key: statistics.median(r[key] for r in runs if r[key] is not None)
-              for key in ("detected_s", "rerun_s")}
-    print(json.dumps({"benchmark": "rerun_after_kill", "runs": args.runs, "median": median,
-                      "all_jobs_succeeded": all(r["job_succeeded"] for r in runs), "each": runs}, indent=2))
+    with tempfile.TemporaryDirectory() as tmp, issue_cluster(Path(tmp), idle_timeout_s=60) as running:
+        job_id = running.client.post("/api/v1/jobs", WORK)["id"]
+        victim = wait_for("a task running on a burst node", lambda: next(
+            (t["node"] for t in running.job(job_id)["tasks"]
+             if t["state"] == "running" and (t["node"] or "").startswith("burst-")), None), timeout_s=60)
+        held = {t["id"] for t in running.job(job_id)["tasks"] if t["node"] == victim and t["state"] == "running"}
+        killed_at = time.time()
+        os.kill(running.agent_pid(victim), signal.SIGKILL)
+        job = running.finished_job(job_id, timeout_s=180)
+        lost = [e for e in running.events(kind="lost") if e["node"] == victim]
+        reruns = [e for e in running.events(kind="task-rerun") if e["task"] in held]
+        rows = running.task_rows(job_id)
+        return {
+            "detected_s": round(epoch(lost[0]["at"]) - killed_at, 3) if lost else None,
+            "rerun_s": round(min(epoch(e["at"]) for e in reruns) - killed_at, 3) if reruns else None,
+            "tasks_on_killed_node": len(held),
+            "job_succeeded": job["state"] == "succeeded" and all(r.completions == 1 for r in rows),
+        }
 
 
 if __name__ == "__main__":
-    main()
+    repeat.main("rerun_after_kill", __doc__, one_run, default_runs=3)

@@ -12,7 +12,8 @@ The steps, in ProActive's load-factor semantics:
    pool holding at most ``max_nodes * slots`` slots. Leftovers are refused with a reason.
 3. Each pool's node target is its filled slots in nodes, clamped to ``[min_nodes,
    max_nodes]`` in :func:`clamp_to_bounds` and nowhere else.
-4. Below target, launch (capped per tick, never above ``max_nodes`` counting every live node).
+4. Below target, launch (capped per tick, never above ``max_nodes`` counting every live node),
+   unless the pool is backing off after failed launches.
 5. Above target, recommend surplus idle nodes on every tick; release one only once it has been
    idle ``idle_timeout_s`` and recommended on ``scale_down_ticks`` consecutive ticks.
 """
@@ -187,11 +188,21 @@ def launch_refusals(plan: _PoolPlan, want: int, room: int, launched: int) -> lis
     return refusals
 
 
-def plan_launch(plan: _PoolPlan, settings: PolicySettings) -> tuple[list[Launch], list[Refusal]]:
-    """Eager scale-up: launch up to the target, within max_nodes counting every live node."""
+def backoff_refusal(plan: _PoolPlan, want: int, now: float) -> Refusal:
+    """Explain a launch withheld because the pool's recent launches failed."""
+    message = (f"pool {plan.pool.name} would launch {want} node(s) but its recent launches failed; "
+               f"it waits {plan.pool.launch_backoff_until - now:.0f} s more")
+    return Refusal(Cause.BACKOFF, message, pool=plan.pool.name, unmet_slots=want * plan.pool.slots)
+
+
+def plan_launch(plan: _PoolPlan, settings: PolicySettings, now: float) -> tuple[list[Launch], list[Refusal]]:
+    """Eager scale-up: launch up to the target, within max_nodes counting every live node,
+    unless the pool is backing off after failed launches."""
     want = plan.target - plan.serving
     if want <= 0:
         return [], []
+    if plan.pool.launch_backoff_until > now:
+        return [], [backoff_refusal(plan, want, now)]
     room = max(plan.pool.max_nodes - plan.live, 0)
     count = min(want, room, settings.max_launch_per_tick)
     launches: list[Launch] = []
@@ -284,7 +295,7 @@ def decide(snapshot: Snapshot, settings: PolicySettings, now: float) -> Decision
     for pool in pools:
         plan = plan_pool(pool, allocated[pool.name], tasks)
         targets.append(PoolTarget(pool.name, plan.allocated_slots, plan.target, plan.serving))
-        pool_launches, launch_refused = plan_launch(plan, settings)
+        pool_launches, launch_refused = plan_launch(plan, settings, now)
         pool_candidates, pool_drains, release_refused = plan_release(plan, settings, now)
         launches += pool_launches
         drains += sorted(pool_drains, key=lambda d: d.node_id)

@@ -43,6 +43,7 @@ class PoolView:
     labels: LabelSet = frozenset()
     price_per_hour: float = 0.0
     nodes: tuple[NodeView, ...] = ()
+    launch_backoff_until: float = 0.0  # the pool's recent launches failed: no launch before this time
 
 
 @dataclass(frozen=True)

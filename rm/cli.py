@@ -22,13 +22,13 @@ from rich.table import Table
 
 from rm.client import ApiClient, ApiError, resolve_client
 from rm.config import ClusterConfig, ConfigError, load_config
+from rm.jobs import FINISHED_JOB, FINISHED_TASK
 from rm.logs import setup_logging
 
 app = typer.Typer(help="hybrid-rm: an elastic resource manager that bursts from on-premises to the cloud.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="cluster YAML file")
 ApiOption = typer.Option(None, "--api", help="API base URL (default: from --config, or $RM_API)")
@@ -131,10 +131,10 @@ def follow_job(client: ApiClient, job_id: str, poll_s: float = 1.0) -> dict[str,
         while True:
             job = client.get(f"/api/v1/jobs/{job_id}")
             counts = job["progress"]
-            done = sum(counts.get(s, 0) for s in FINISHED)
+            done = sum(counts.get(s, 0) for s in FINISHED_TASK)
             detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "total")
             progress.update(bar, total=counts["total"], completed=done, description=f"{job['name']} {job['state']}", detail=detail)
-            if job["state"] in FINISHED:
+            if job["state"] in FINISHED_JOB:
                 return job
             time.sleep(poll_s)
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session
 
-from policies.decision import Cause, Decision, Refusal
+from policies.decision import Decision, Refusal
 from policies.load_factor import decide
 from policies.snapshot import Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
@@ -109,7 +109,7 @@ class Controller:
             demand = self._measure_demand()
             decision = decide(self._snapshot(nodes, demand), self.config().policy, now)
             self._act(session, decision, nodes, now, pending)
-            nodes_by_pool = _count_by_pool(self.keeper.live_nodes(session))
+            nodes_by_pool = count_by_pool(self.keeper.live_nodes(session))
         pending.run(self.actuator)
         self._request_listings()
         self.ticks += 1
@@ -148,7 +148,8 @@ class Controller:
             ))
         pools = tuple(
             PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
-                     labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())))
+                     labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
+                     launch_backoff_until=self.keeper.backoff_until(p.name))
             for p in self.config().pools
         )
         return Snapshot(pools=pools, demand=demand)
@@ -156,13 +157,7 @@ class Controller:
     # -- acting ----------------------------------------------------------------------------
     def _act(self, session: Session, decision: Decision, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
         by_id = {node.id: node for node in nodes}
-        refusals = list(decision.refusals)
         for launch in decision.launches:
-            until = self.keeper.backoff_until(launch.pool)
-            if until > now:
-                refusals.append(Refusal(Cause.BACKOFF, f"pool {launch.pool} would launch {launch.count} node(s) but its "
-                                        f"recent launches failed; it waits {until - now:.0f} s more", pool=launch.pool))
-                continue
             pool = self.config().pool(launch.pool)
             node_ids = self.keeper.launch(session, pool, launch.count, launch.message, now, pending)
             record_event(session, EventKind.LAUNCH, launch.cause, launch.message, now=now, pool=launch.pool,
@@ -171,11 +166,10 @@ class Controller:
             node = by_id.get(drain.node_id)
             if node is None or node.status != NodeStatus.IDLE:
                 continue
-            self.keeper.drain(session, node, drain.message, now)
-            record_event(session, EventKind.DRAIN, drain.cause, drain.message, now=now, pool=drain.pool, node_id=drain.node_id)
+            self.keeper.drain(session, node, drain.cause, drain.message, now)
         drained = {d.node_id for d in decision.drains}
         self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
-        self._explain_refusals(session, refusals, now)
+        self._explain_refusals(session, decision.refusals, now)
 
     def _explain_refusals(self, session: Session, refusals: Sequence[Refusal], now: float) -> None:
         """Record a refusal when it starts, and again only every REFUSAL_REPEAT_S while it stands."""
@@ -200,8 +194,7 @@ class Controller:
             if node is None or node.status not in (NodeStatus.IDLE, NodeStatus.BUSY):
                 continue
             message = f"node {node.id} of pool {node.pool} released by {by}; its running tasks finish first"
-            self.keeper.drain(session, node, message, now)
-            record_event(session, EventKind.DRAIN, "admin", message, now=now, pool=node.pool, node_id=node.id)
+            self.keeper.drain(session, node, "admin", message, now)
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -219,7 +212,8 @@ class Controller:
         }
 
 
-def _count_by_pool(nodes: Sequence[Node]) -> dict[str, dict[str, int]]:
+def count_by_pool(nodes: Sequence[Node]) -> dict[str, dict[str, int]]:
+    """Nodes per pool per status, e.g. ``{"burst": {"idle": 2}}``."""
     counts: dict[str, dict[str, int]] = {}
     for node in nodes:
         pool = counts.setdefault(node.pool, {})

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from rm.client import ApiClient
 from rm.config import ClusterConfig
+from rm.jobs import FINISHED_JOB, FINISHED_TASK
 
 S1_ORTHO: dict[str, Any] = {"name": "s1-ortho", "tasks": [
     {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
@@ -26,7 +27,6 @@ S1_ORTHO: dict[str, Any] = {"name": "s1-ortho", "tasks": [
 
 KIND_STYLE = {"launch": "green", "drain": "yellow", "terminated": "yellow", "refused": "magenta",
               "lost": "red", "launch-failed": "red", "boot-timeout": "red", "registered": "cyan"}
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
@@ -83,8 +83,8 @@ def watch_burst(client: ApiClient, config: ClusterConfig, job_id: str, watch: De
             if watch.job_done_at is None:
                 watch.job = client.get(f"/api/v1/jobs/{job_id}")
                 counts = watch.job["progress"]
-                done = sum(counts.get(s, 0) for s in FINISHED)
-                if watch.job["state"] in FINISHED:
+                done = sum(counts.get(s, 0) for s in FINISHED_TASK)
+                if watch.job["state"] in FINISHED_JOB:
                     watch.job_done_at = time.time()
             burst_now = _live_burst_nodes(client, bursts)
             watch.peak_burst = max(watch.peak_burst, burst_now)

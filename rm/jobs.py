@@ -56,6 +56,7 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
+FINISHED_TASK = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 NOT_SUCCEEDED = tuple(state for state in TaskState if state != TaskState.SUCCEEDED)
 IN_BROKER = (TaskState.QUEUED, TaskState.RUNNING)
 FINISHED_JOB = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
@@ -141,11 +142,20 @@ class JobService:
         if not updates:
             return
         with self._lock, self.store.session() as session:
+            tasks = self._tasks_by(session, Task.celery_id, {u.task_id for u in updates})
             for update in updates:
-                task = session.scalars(select(Task).where(Task.celery_id == update.task_id)).first()
-                if task is None:
-                    continue  # not ours (another publisher) or an older attempt
-                self._apply_update(session, task, update)
+                task = tasks.get(update.task_id)
+                if task is not None:  # else not ours (another publisher) or an older attempt
+                    self._apply_update(session, task, update)
+
+    @staticmethod
+    def _tasks_by(session: Session, column: Any, keys: Collection[str]) -> dict[str, Task]:
+        """Load the tasks whose ``column`` is in ``keys``, in chunks: one query, not one per key."""
+        keys, found = list(keys), {}
+        for start in range(0, len(keys), MGET_CHUNK):
+            for task in session.scalars(select(Task).where(column.in_(keys[start:start + MGET_CHUNK]))):
+                found[getattr(task, column.key)] = task
+        return found
 
     def _apply_update(self, session: Session, task: Task, update: TaskUpdate) -> None:
         node = node_id_of(update.worker) if update.worker else None
@@ -172,10 +182,16 @@ class JobService:
             job.started_at = now
 
     # -- reconciliation with the result backend --------------------------------------------
-    def reconcile(self, now: float) -> int:
-        """Record outcomes stored in the result backend; returns how many tasks finished."""
+    def reconcile(self, now: float, full: bool | None = None) -> int:
+        """Record outcomes stored in the result backend; returns how many tasks finished.
+
+        Each call checks running tasks and those whose end was announced; every
+        ``FULL_RECONCILE_EVERY``-th call (or ``full=True``) checks every unfinished task, which
+        repairs whatever events were missed.
+        """
         self._ticks += 1
-        full = self._ticks % FULL_RECONCILE_EVERY == 1
+        if full is None:
+            full = self._ticks % FULL_RECONCILE_EVERY == 1
         finished = 0
         with self._lock, self.store.session() as session:
             query = select(Task.id, Task.celery_id).where(Task.state.in_(list(IN_BROKER)))
@@ -187,8 +203,9 @@ class JobService:
             self._check_now.clear()
             news = [(task_id, meta) for (task_id, _celery_id), meta
                     in zip(candidates, self._fetch_meta([c for _, c in candidates]), strict=True) if meta is not None]
+            tasks = self._tasks_by(session, Task.id, [task_id for task_id, _ in news])
             for task_id, meta in news:  # only tasks the backend has something to say about
-                finished += self._apply_meta(session, session.get(Task, task_id), meta, now)
+                finished += self._apply_meta(session, tasks[task_id], meta, now)
         return finished
 
     def _fetch_meta(self, celery_ids: list[str]) -> list[dict | None]:
@@ -264,12 +281,15 @@ class JobService:
                      now=now, job_id=job.id)
 
     def _cancel_unstarted(self, session: Session, job_id: str, now: float) -> None:
+        revoked = []
         for task in session.scalars(select(Task).where(Task.job_id == job_id, Task.state.in_(
                 [TaskState.PENDING, TaskState.QUEUED]))):
             if task.state == TaskState.QUEUED and task.celery_id:
-                self.app.control.revoke(task.celery_id)
+                revoked.append(task.celery_id)
             task.state = TaskState.CANCELLED
             task.finished_at = now
+        if revoked:
+            self.app.control.revoke(revoked)  # one broadcast for the whole job
 
     # -- cancellation ----------------------------------------------------------------------
     def cancel(self, job_id: str, now: float) -> bool:

@@ -34,7 +34,6 @@ class Node(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     registered_at: Mapped[float | None] = mapped_column(Float, default=None)
-    last_seen_at: Mapped[float | None] = mapped_column(Float, default=None)
     idle_since: Mapped[float | None] = mapped_column(Float, default=None)
     ended_at: Mapped[float | None] = mapped_column(Float, default=None)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)

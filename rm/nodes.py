@@ -20,6 +20,7 @@ from agents.settings import AgentSettings
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator, Outcome
 from rm.config import ClusterConfig, PoolConfig
+from rm.demand import queues_for_pool
 from rm.events import EventKind, record_event
 from rm.lifecycle import change_status, create_node
 from rm.models import Node
@@ -102,10 +103,11 @@ class NodeKeeper:
         pending.launches.append((pool.name, agents))
         return [a.node_id for a in agents]
 
-    def drain(self, session: Session, node: Node, reason: str, now: float) -> None:
+    def drain(self, session: Session, node: Node, cause: str, reason: str, now: float) -> None:
         """Stop the node consuming; it terminates once its running tasks have finished."""
         change_status(session, node, S.DRAINING, reason, now)
-        self.actuator.stop_consuming(node.worker, self.agent_settings(self.config().pool(node.pool), node.id).queues)
+        record_event(session, EventKind.DRAIN, cause, reason, now=now, pool=node.pool, node_id=node.id)
+        self.actuator.stop_consuming(node.worker, queues_for_pool(node.cluster, node.labels))
 
     def _fence(self, session: Session, node: Node, target: NodeStatus, kind: EventKind, cause: str,
                message: str, now: float, pending: PendingActions) -> None:
@@ -204,7 +206,6 @@ class NodeKeeper:
                 continue  # fenced earlier in this tick
             worker = self.tracker.workers.get(node.worker or "")
             if worker is not None:
-                node.last_seen_at = worker.last_seen
                 node.running_tasks = worker.running if worker.online else 0
             status = NodeStatus(node.status)
             if status == S.BOOTING:
@@ -212,7 +213,8 @@ class NodeKeeper:
             elif status in REGISTERED:
                 if not self.tracker.alive(node.worker or "", now, policy.heartbeat_timeout_s) and \
                         now - self.started_at > policy.heartbeat_timeout_s:
-                    silent = now - (node.last_seen_at or node.registered_at or now)
+                    last_seen = worker.last_seen if worker is not None else (node.registered_at or now)
+                    silent = now - max(last_seen, self.started_at)
                     self._fence(session, node, S.LOST, EventKind.LOST, "heartbeat",
                                 f"node {node.id} of pool {node.pool} sent no heartbeat for {silent:.0f} s; "
                                 f"its unfinished tasks are redelivered when their lease expires", now, pending)

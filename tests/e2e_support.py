@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
+import yaml
 from sqlalchemy import select
 
+from rm.broker import free_port
 from rm.client import ApiClient
 from rm.config import ClusterConfig, parse_config
 from rm.models import Node, Task
 from rm.runtime import Runtime
+from tests.workflows import S1_ORTHO  # noqa: F401 - re-exported for the e2e tests and benches
 
-S1_ORTHO = {"name": "s1-ortho", "tasks": [
-    {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
-    {"name": "tile", "run": "builtin.sleep", "args": {"seconds": 2}, "replicate": 40, "after": ["fetch"]},
-    {"name": "zip", "run": "builtin.echo", "args": {"ok": True}, "after": ["tile"]}]}
 
 
 def issue_config(tmp: Path, database: str | None = None, **policy: Any) -> ClusterConfig:
@@ -95,6 +99,45 @@ class Running:
     def stop(self) -> None:
         self.client.close()
         self.runtime.stop()
+
+
+@contextmanager
+def issue_cluster(tmp: Path, **policy: Any) -> Iterator[Running]:
+    """The issue's cluster, running, with its on-prem node registered; stopped on exit."""
+    running = Running(issue_config(tmp, **policy))
+    try:
+        wait_for("the on-prem node to register", lambda: running.ready("onprem"), timeout_s=60)
+        yield running
+    finally:
+        running.stop()
+
+
+def epoch(iso: str) -> float:
+    """An API timestamp (ISO 8601, ``Z``) as epoch seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+RMCTL = [sys.executable, "-m", "rm.cli"]
+
+
+def write_cluster_file(tmp: Path) -> tuple[Path, str]:
+    """The issue's cluster as a YAML file with a free API port; returns the file and the API URL."""
+    config = issue_config(tmp).model_dump(mode="json")
+    config["api"]["port"] = free_port()
+    path = tmp / "cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, f"http://127.0.0.1:{config['api']['port']}"
+
+
+def start_rmctl_up(cluster: Path, cwd: Path, **popen: Any) -> subprocess.Popen:
+    return subprocess.Popen([*RMCTL, "up", "--config", str(cluster)], cwd=cwd, **popen)
+
+
+def healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -28,6 +28,7 @@ from rm.lifecycle import change_status, create_node
 from rm.models import Job, Node, Task
 from rm.runtime import Runtime
 from rm.states import NodeStatus
+from tests.workflows import S1_ORTHO
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,11 +37,6 @@ ANY_QUEUE = f"rm.{CLUSTER}"
 ONPREM_QUEUE = f"rm.{CLUSTER}.onprem"
 GHOST_NODE = "apitest-burst-ghost"  # a terminal node row, inserted through rm.lifecycle
 
-S1_ORTHO = {"name": "s1-ortho", "tasks": [
-    {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
-    {"name": "tile", "run": "builtin.sleep", "args": {"seconds": 2}, "replicate": 40, "after": ["fetch"]},
-    {"name": "zip", "run": "builtin.echo", "args": {"ok": True}, "after": ["tile"]},
-]}
 
 #: Every route the API is meant to have; the live inventory must contain at least these.
 EXPECTED_API_ROUTES = {

@@ -8,20 +8,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 
-from rm.broker import free_port
-from tests.e2e_support import issue_config, wait_for
+from tests.e2e_support import RMCTL, healthy, issue_config, start_rmctl_up, wait_for, write_cluster_file
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
-RMCTL = [sys.executable, "-m", "rm.cli"]
 
 
 def rmctl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -60,12 +56,8 @@ def test_bad_config_is_refused_naming_the_file_and_field(tmp_path: Path) -> None
 
 
 def test_submit_wait_and_listings_against_rmctl_up(tmp_path: Path) -> None:
-    config = issue_config(tmp_path).model_dump(mode="json")
-    config["api"]["port"] = free_port()
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump(config))
-    up = subprocess.Popen([*RMCTL, "up", "--config", str(cluster)], cwd=tmp_path,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cluster, base = write_cluster_file(tmp_path)
+    up = start_rmctl_up(cluster, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for("the token file", lambda: (tmp_path / "state" / "token").exists())
         small = tmp_path / "small.yaml"
@@ -86,7 +78,7 @@ def test_submit_wait_and_listings_against_rmctl_up(tmp_path: Path) -> None:
             listing = rmctl(command, "--config", str(cluster), cwd=tmp_path)
             assert listing.returncode == 0 and expected in listing.stdout, (command, listing.stdout, listing.stderr)
 
-        anonymous = rmctl("jobs", "--api", f"http://127.0.0.1:{config['api']['port']}", "--token", "wrong", cwd=tmp_path)
+        anonymous = rmctl("jobs", "--api", base, "--token", "wrong", cwd=tmp_path)
         assert anonymous.returncode != 0 and "401" in anonymous.stdout + anonymous.stderr
     finally:
         up.send_signal(signal.SIGTERM)
@@ -111,30 +103,19 @@ def test_quick_start_demo(tmp_path: Path) -> None:
 def test_manager_sigkilled_mid_scale_up_restarts_without_loss_or_double_launch(tmp_path: Path) -> None:
     import httpx
 
-    config = issue_config(tmp_path).model_dump(mode="json")
-    config["api"]["port"] = free_port()
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump(config))
-    base = f"http://127.0.0.1:{config['api']['port']}"
+    cluster, base = write_cluster_file(tmp_path)
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen([*RMCTL, "up", "--config", str(cluster)], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_rmctl_up(cluster, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def api(path: str) -> object:
         token = (tmp_path / "state" / "token").read_text().strip()
         return httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
 
-    def up_and_answering() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     first = start()
     second = None
     try:
-        wait_for("rmctl up", up_and_answering)
+        wait_for("rmctl up", lambda: healthy(base))
         wait_for("the on-prem node", lambda: [n for n in api("/api/v1/nodes") if n["state"] == "idle"])
         token = (tmp_path / "state" / "token").read_text().strip()
         job = {"name": "restart", "tasks": [{"name": "a", "run": "builtin.sleep", "args": {"seconds": 3}, "replicate": 16},
@@ -145,7 +126,7 @@ def test_manager_sigkilled_mid_scale_up_restarts_without_loss_or_double_launch(t
         first.wait(timeout=30)
 
         second = start()
-        wait_for("the restarted rmctl up", up_and_answering)
+        wait_for("the restarted rmctl up", lambda: healthy(base))
         done = wait_for("the job to finish after the restart",
                         lambda: (j := api(f"/api/v1/jobs/{job_id}"))["state"] in ("succeeded", "failed") and j, timeout_s=240)
         assert done["state"] == "succeeded", done

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,9 +14,21 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import yaml
 
-from tests.e2e_support import S1_ORTHO, Running, descendants, issue_config, still_running, wait_for
+from tests.e2e_support import (
+    S1_ORTHO,
+    Running,
+    descendants,
+    epoch,
+    healthy,
+    issue_cluster,
+    issue_config,
+    start_rmctl_up,
+    still_running,
+    wait_for,
+    write_cluster_file,
+)
+from tests.helpers import group_members
 
 pytestmark = pytest.mark.e2e
 
@@ -99,10 +110,7 @@ def test_burst_spills_over_and_comes_back(tmp_path: Path, database: str) -> None
 
 
 def test_sigkilled_agent_task_reruns_elsewhere(tmp_path: Path) -> None:
-    config = issue_config(tmp_path, idle_timeout_s=60)
-    running = Running(config)
-    try:
-        wait_for("the on-prem node to register", lambda: running.ready("onprem"))
+    with issue_cluster(tmp_path, idle_timeout_s=60) as running:
         work = {"name": "long", "tasks": [{"name": "step", "run": "builtin.sleep", "args": {"seconds": 6}, "replicate": 6}]}
         job_id = running.client.post("/api/v1/jobs", work)["id"]
         victim = wait_for("a task running on a burst node", lambda: next(
@@ -122,38 +130,14 @@ def test_sigkilled_agent_task_reruns_elsewhere(tmp_path: Path) -> None:
         lost = [e for e in running.events(kind="lost") if e["node"] == victim]
         assert lost and lost[0]["cause"] in ("vanished", "heartbeat")
         assert [e for e in running.events(kind="task-rerun") if e["task"] in victim_tasks]
-        assert not _group_alive(victim_pid), "the lost node's orphaned pool processes were not fenced"
-    finally:
-        running.stop()
-
-
-def _group_alive(pgid: int) -> list[int]:
-    alive = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return alive
-
-
-def _free_port() -> int:
-    from rm.broker import free_port
-
-    return free_port()
+        assert not group_members(victim_pid), "the lost node's orphaned pool processes were not fenced"
 
 
 def test_rmctl_up_stops_cleanly_leaving_no_process(tmp_path: Path) -> None:
-    config = issue_config(tmp_path).model_dump(mode="json")
-    config["api"]["port"] = _free_port()
-    config_file = tmp_path / "cluster.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    up = subprocess.Popen([sys.executable, "-m", "rm.cli", "up", "--config", str(config_file)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
-    base = f"http://127.0.0.1:{config['api']['port']}"
+    cluster, base = write_cluster_file(tmp_path)
+    up = start_rmctl_up(cluster, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for("rmctl up to answer /healthz", lambda: _healthy(base))
+        wait_for("rmctl up to answer /healthz", lambda: healthy(base))
         token = (tmp_path / "state" / "token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         job = {"name": "busy", "tasks": [{"name": "s", "run": "builtin.sleep", "args": {"seconds": 30}, "replicate": 6}]}
@@ -171,15 +155,7 @@ def test_rmctl_up_stops_cleanly_leaving_no_process(tmp_path: Path) -> None:
     assert still_running(started) == [], "rmctl up left processes behind"
 
 
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_node_that_never_registers_is_destroyed_and_its_pool_backs_off(tmp_path: Path) -> None:
-    from bench.scale_up import _ts
     from rm.config import parse_config
 
     config = parse_config({
@@ -203,7 +179,7 @@ def test_node_that_never_registers_is_destroyed_and_its_pool_backs_off(tmp_path:
         second = wait_for("a second boot timeout", lambda: running.events(kind="boot-timeout")[1:], timeout_s=90)[0]
         assert "waits 10 s" in second["message"], "the backoff did not double"
         relaunch = next(e for e in running.events(kind="launch") if e["at"] > first["at"])
-        assert _ts(relaunch["at"]) - _ts(first["at"]) >= 5.0, "relaunched before the backoff elapsed"
+        assert epoch(relaunch["at"]) - epoch(first["at"]) >= 5.0, "relaunched before the backoff elapsed"
         statuses = {n.id: n.status for n in running.node_rows()}
         assert statuses[booting["id"]] == "failed"
     finally:

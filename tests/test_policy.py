@@ -277,3 +277,18 @@ def test_output_is_independent_of_input_order() -> None:
 def test_duplicate_demand_labels_are_merged_before_rounding() -> None:
     snap = Snapshot(pools=(burst(),), demand=(waiting(1), waiting(1)))
     assert targets(decide(snap, Settings(load_factor=2.0), NOW))["burst"] == (1, 1, 0)
+
+
+def test_a_pool_backing_off_launches_nothing_and_says_how_long() -> None:
+    from dataclasses import replace
+
+    waiting = (Demand(labels=frozenset(), waiting=8),)
+    backing_off = replace(burst(), launch_backoff_until=NOW + 7)
+    decision = decide(Snapshot(pools=(backing_off,), demand=waiting), Settings(), NOW)
+    assert decision.launches == ()
+    [refusal] = [r for r in decision.refusals if r.cause == Cause.BACKOFF]
+    assert refusal.pool == "burst" and "waits 7 s more" in refusal.message and refusal.unmet_slots == 8
+    assert [t.target_nodes for t in decision.targets] == [4], "the target still says what demand needs"
+
+    recovered = decide(Snapshot(pools=(replace(burst(), launch_backoff_until=NOW),), demand=waiting), Settings(), NOW)
+    assert [(l.pool, l.count) for l in recovered.launches] == [("burst", 4)]

@@ -80,6 +80,7 @@ def pool_views(draw: st.DrawFn, name: str) -> PoolView:
         labels=draw(label_sets),
         price_per_hour=draw(st.floats(0.0, 5.0, allow_nan=False)),
         nodes=nodes,
+        launch_backoff_until=draw(st.sampled_from((0.0, 0.0, 0.0, NOW, NOW + 30.0))),
     )
 
 
@@ -111,6 +112,15 @@ def test_never_above_max_nodes(snap: Snapshot, cfg: Settings) -> None:
     decision = decide(snap, cfg, NOW)
     for pool in snap.pools:
         assert count(pool, LIVE) + launched(decision, pool.name) <= pool.max_nodes
+
+
+@PROPERTY
+@given(snapshots, policy_settings)
+def test_a_pool_backing_off_never_launches(snap: Snapshot, cfg: Settings) -> None:
+    decision = decide(snap, cfg, NOW)
+    for pool in snap.pools:
+        if pool.launch_backoff_until > NOW:
+            assert launched(decision, pool.name) == 0
 
 
 @PROPERTY

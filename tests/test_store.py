@@ -89,7 +89,6 @@ def test_node_round_trip_all_columns(store: Store) -> None:
         worker="celery@node-1",
         running_tasks=2,
         registered_at=TS + 1,
-        last_seen_at=TS + 2,
         idle_since=TS + 3,
         ended_at=None,
         extra={"zone": "eu-west-1a", "tags": {"rm-cluster": "demo", "nested": NESTED}},
@@ -116,7 +115,7 @@ def test_node_defaults(store: Store) -> None:
         assert node.extra == {}
         assert node.running_tasks == 0
         assert node.provider_ref is None and node.worker is None
-        assert node.registered_at is None and node.last_seen_at is None
+        assert node.registered_at is None
         assert node.idle_since is None and node.ended_at is None
 
 

@@ -18,17 +18,12 @@ from rm.workflow import (
     validate_workflow,
 )
 
+from tests.workflows import S1_ORTHO
+
 REGISTERED = {"builtin.sleep", "builtin.echo", "builtin.cpu"}
 POOLS = [frozenset({"onprem"}), frozenset({"cloud", "gpu"}), frozenset()]
 
-EXAMPLE = {
-    "name": "s1-ortho",
-    "tasks": [
-        {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
-        {"name": "tile", "run": "builtin.sleep", "args": {"seconds": 2}, "replicate": 40, "after": ["fetch"]},
-        {"name": "zip", "run": "builtin.echo", "args": {"ok": True}, "after": ["tile"]},
-    ],
-}
+EXAMPLE = S1_ORTHO
 
 
 def check(data, *, registered=REGISTERED, pools=POOLS, limits=LIMITS) -> WorkflowSpec:
@@ -374,3 +369,13 @@ def test_many_cross_field_errors_collected_at_once():
     assert any(line.startswith("tasks[3].after: cycle d -> e -> d") for line in lines)
     assert all(set(e) == {"loc", "msg", "type"} for e in err.errors)
     assert isinstance(err, ValueError)
+
+
+def test_the_shipped_workflow_is_the_issue_example() -> None:
+    """The demo, the API's example and config/s1-ortho.json all carry the issue's workflow."""
+    from pathlib import Path
+
+    from rm.demo import S1_ORTHO as DEMO
+
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "config" / "s1-ortho.json").read_text())
+    assert DEMO == S1_ORTHO == shipped

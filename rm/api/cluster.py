@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from rm.api.deps import Caller, caller, iso, require, runtime
 from rm.auth import Role
+from rm.controller import count_by_pool
 from rm.models import Node, NodeHistory, ScalingEvent
 from rm.states import LIVE
 
@@ -29,16 +30,13 @@ def pools(who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, 
     with rt.store.session() as session:
         live = list(session.scalars(select(Node).where(Node.status.in_([s.value for s in LIVE]))))
     targets = {t["pool"]: t for t in rt.controller.status().get("targets", [])}
+    counts = count_by_pool(live)
     out = []
     for pool in rt.config().pools:
-        counts: dict[str, int] = {}
-        for node in live:
-            if node.pool == pool.name:
-                counts[node.status] = counts.get(node.status, 0) + 1
         out.append({
             "name": pool.name, "provider": pool.provider, "priority": pool.priority, "slots": pool.slots,
             "min_nodes": pool.min_nodes, "max_nodes": pool.max_nodes, "labels": list(pool.labels),
-            "price_per_hour": pool.price_per_hour, "nodes": counts, "target_nodes": targets.get(pool.name, {}).get("target_nodes"),
+            "price_per_hour": pool.price_per_hour, "nodes": counts.get(pool.name, {}), "target_nodes": targets.get(pool.name, {}).get("target_nodes"),
         })
     return out
 

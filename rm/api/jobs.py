@@ -11,19 +11,16 @@ from sqlalchemy import func, select
 
 from rm.api.deps import Caller, caller, iso, require, runtime
 from rm.auth import Role
+from rm.demo import S1_ORTHO
 from rm.models import Job, Task
 from rm.workflow import WorkflowError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-EXAMPLE = {"name": "s1-ortho", "tasks": [
-    {"name": "fetch", "run": "builtin.sleep", "args": {"seconds": 0.5}},
-    {"name": "tile", "run": "builtin.sleep", "args": {"seconds": 2}, "replicate": 40, "after": ["fetch"]},
-    {"name": "zip", "run": "builtin.echo", "args": {"ok": True}, "after": ["tile"]}]}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def submit(body: Any = Body(..., examples=[EXAMPLE]), who: Caller = Depends(require(Role.USER)), rt=Depends(runtime)) -> Any:  # noqa: ANN001
+def submit(body: Any = Body(..., examples=[S1_ORTHO]), who: Caller = Depends(require(Role.USER)), rt=Depends(runtime)) -> Any:  # noqa: ANN001
     if not isinstance(body, dict):
         return JSONResponse(status_code=422, content={"detail": [
             {"loc": ["body"], "msg": "a workflow must be a JSON object", "type": "model_type"}]})
