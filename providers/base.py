@@ -21,8 +21,9 @@ from agents.settings import AgentSettings
 class CloudState(StrEnum):
     PENDING = "pending"  # being created / booting
     RUNNING = "running"
-    STOPPING = "stopping"
+    STOPPING = "stopping"  # being deleted or deallocated (Azure Spot eviction deallocates)
     TERMINATED = "terminated"
+    FAILED = "failed"  # the cloud gave up building it (OpenStack ERROR, Azure provisioning Failed)
     UNKNOWN = "unknown"
 
 
@@ -46,6 +47,30 @@ class CloudNode:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: The tags every VM carries; a listing asks the cloud for VMs carrying the first two.
+TAG_CLUSTER = "hybrid-rm-cluster"
+TAG_POOL = "hybrid-rm-pool"
+TAG_NODE = "hybrid-rm-node"
+
+
+def tags_for(pool: "PoolSpec", node_id: str) -> dict[str, str]:
+    """Cluster, pool and node id as tags: how a restarted manager and orphan collection find a VM."""
+    return {TAG_CLUSTER: pool.cluster, TAG_POOL: pool.name, TAG_NODE: node_id}
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One node to create: its id (the VM's name), the agent it runs, and the cloud-init that starts it.
+
+    Cloud providers send ``user_data`` (which holds no long-lived secret: the agent enrols with a
+    one-time token); the local provider starts ``agent`` directly, as it runs on this machine.
+    """
+
+    node_id: str
+    agent: AgentSettings
+    user_data: str = ""
+
+
 @dataclass(frozen=True)
 class LaunchResult:
     node_id: str
@@ -67,12 +92,33 @@ class PoolSpec:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def classify_http_status(status: int | None) -> LaunchErrorKind:
+    """The launch error class of a cloud API's HTTP status, shared by every driver.
+
+    409/403-with-quota bodies are told apart by the drivers (they read the error code); this is
+    the fallback when the status is all there is.
+    """
+    if status is None:
+        return LaunchErrorKind.TRANSIENT  # no answer at all: connection refused, timeout
+    if status == 429:
+        return LaunchErrorKind.THROTTLED
+    if status in (401, 403):
+        return LaunchErrorKind.AUTH
+    if status == 409:
+        return LaunchErrorKind.QUOTA
+    if status in (400, 404, 422):
+        return LaunchErrorKind.CONFIG
+    return LaunchErrorKind.TRANSIENT
+
+
 class Provider(ABC):
     name: str = "abstract"
+    #: The largest user data (bytes, before any base64) the cloud accepts; None: no cloud-init.
+    user_data_limit: int | None = None
 
     @abstractmethod
-    def launch(self, pool: PoolSpec, agents: Sequence[AgentSettings]) -> list[LaunchResult]:
-        """Create one VM/process per agent; idempotent for a node id that already exists."""
+    def launch(self, pool: PoolSpec, requests: Sequence[LaunchRequest]) -> list[LaunchResult]:
+        """Create one VM/process per request; idempotent for a node id that already exists."""
 
     @abstractmethod
     def list_nodes(self, pool: PoolSpec) -> list[CloudNode]:

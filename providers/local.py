@@ -23,12 +23,20 @@ import psutil
 
 from agents.main import SETTINGS_ENV
 from agents.settings import AgentSettings
-from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchResult, PoolSpec, Provider
+from pydantic import BaseModel, ConfigDict
+
+from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchRequest, LaunchResult, PoolSpec, Provider
 
 log = logging.getLogger("providers.local")
 
 TERM_GRACE_S = 20.0
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # where `agents` is importable from
+
+
+class Settings(BaseModel):
+    """The local provider takes no settings: a node is an agent process on this machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LocalProvider(Provider):
@@ -68,8 +76,8 @@ class LocalProvider(Provider):
             return None
 
     # -- the interface ---------------------------------------------------------------------
-    def launch(self, pool: PoolSpec, agents: Sequence[AgentSettings]) -> list[LaunchResult]:
-        return [self._launch_one(pool, agent) for agent in agents]
+    def launch(self, pool: PoolSpec, requests: Sequence[LaunchRequest]) -> list[LaunchResult]:
+        return [self._launch_one(pool, request.agent) for request in requests]
 
     def _launch_one(self, pool: PoolSpec, agent: AgentSettings) -> LaunchResult:
         existing = self._read(self._record_path(agent.node_id))
@@ -168,3 +176,6 @@ def _kill(process: psutil.Process) -> None:
         process.kill()
     except psutil.Error:
         pass
+
+
+PROVIDER = LocalProvider

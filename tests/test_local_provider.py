@@ -17,7 +17,7 @@ import redis
 from agents.app import make_app
 from agents.main import SETTINGS_ENV
 from agents.settings import AgentSettings
-from providers.base import CloudState, PoolSpec
+from providers.base import CloudState, LaunchRequest, PoolSpec
 from providers.local import LocalProvider
 from rm.demand import queue_for
 from tests.helpers import group_members, kill_group, redis_client, redis_url, wait_until  # noqa: F401 - fixtures
@@ -88,7 +88,7 @@ def test_launch_list_relaunch_and_terminate_the_whole_tree(
     provider: LocalProvider, redis_url: str, redis_client: redis.Redis,  # noqa: F811
 ) -> None:
     settings = settings_for("lp-1", redis_url)
-    [result] = provider.launch(ONPREM, [settings])
+    [result] = provider.launch(ONPREM, [LaunchRequest(settings.node_id, settings)])
     assert result.ok and result.node_id == "lp-1" and result.provider_ref
     wait_ready(provider, settings)
 
@@ -105,7 +105,7 @@ def test_launch_list_relaunch_and_terminate_the_whole_tree(
     assert len(members) >= 1 + settings.slots, f"expected the agent and its {settings.slots} pool processes"
 
     # a retried launch of the same node id is idempotent: same process, no second agent
-    [again] = provider.launch(ONPREM, [settings])
+    [again] = provider.launch(ONPREM, [LaunchRequest(settings.node_id, settings)])
     assert again.ok and again.provider_ref == result.provider_ref
     assert [p.pid for p in agent_leaders("lp-1")] == [leader.pid]
     assert len(provider.list_nodes(ONPREM)) == 1
@@ -121,7 +121,7 @@ def test_killed_leader_shows_terminated_and_terminate_reaps_orphans(
     provider: LocalProvider, state_dir: Path, redis_url: str, redis_client: redis.Redis,  # noqa: F811
 ) -> None:
     settings = replace(settings_for("lp-2", redis_url), task_modules=("tests.agent_tasks",))
-    [result] = provider.launch(ONPREM, [settings])
+    [result] = provider.launch(ONPREM, [LaunchRequest(settings.node_id, settings)])
     assert result.ok
     wait_ready(provider, settings)
     [leader] = agent_leaders("lp-2")
@@ -159,7 +159,7 @@ def test_restarted_manager_finds_its_running_node(
     provider: LocalProvider, state_dir: Path, redis_url: str, redis_client: redis.Redis,  # noqa: F811
 ) -> None:
     settings = settings_for("lp-3", redis_url, BURST)
-    [result] = provider.launch(BURST, [settings])
+    [result] = provider.launch(BURST, [LaunchRequest(settings.node_id, settings)])
     assert result.ok
     wait_ready(provider, settings)
     [leader] = agent_leaders("lp-3")
@@ -169,7 +169,7 @@ def test_restarted_manager_finds_its_running_node(
     assert node is not None and node.state == CloudState.RUNNING and node.extra["pid"] == leader.pid
     assert restarted.list_nodes(ONPREM) == []
 
-    [again] = restarted.launch(BURST, [settings])  # a retried launch after the restart
+    [again] = restarted.launch(BURST, [LaunchRequest(settings.node_id, settings)])  # a retried launch after the restart
     assert again.ok and again.provider_ref == result.provider_ref
     assert [p.pid for p in agent_leaders("lp-3")] == [leader.pid]
 

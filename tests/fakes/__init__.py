@@ -1,0 +1,1 @@
+"""Stateful fakes of cloud APIs, served over loopback HTTP(S) to the real cloud SDKs."""
