@@ -1,26 +1,31 @@
-"""The agent process: ``python -m agents.main`` with its settings in ``RM_AGENT_SETTINGS``.
+"""The agent process: ``python -m agents.main``, its settings from ``agents.enrol``.
 
-Why settings in the environment and not argv: the broker URL may carry a password, and argv
-is world-readable in ``ps``. The agent waits ``boot_delay_s`` (a simulated VM boot), then runs
-a Celery worker named after its node id, consuming exactly the queues it was given.
+Why settings in the environment (local nodes) or a root-only file (cloud VMs) and not argv:
+the broker URL may carry a password, and argv is world-readable in ``ps``. The agent waits
+``boot_delay_s`` (a simulated VM boot), then runs a Celery worker named after its node id,
+consuming exactly the queues it was given. On an Azure Spot VM it also watches for a
+preemption notice and drains itself (stops consuming, shuts down warmly) when one comes.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-import sys
 import time
 
 from celery import signals
 
 from agents.app import make_app
+from agents.enrol import SETTINGS_ENV, load_settings
 from agents.lease import LeaseRenewer
 from agents.logs import install as install_log_ids
 from agents.settings import AgentSettings
 from agents.tasks import register_builtin_tasks
 
-SETTINGS_ENV = "RM_AGENT_SETTINGS"
+__all__ = ["SETTINGS_ENV", "build_worker_argv", "main", "run"]
+
+log = logging.getLogger("agents.main")
 
 
 def build_worker_argv(settings: AgentSettings) -> list[str]:
@@ -52,9 +57,13 @@ def run(settings: AgentSettings) -> None:
         importlib.import_module(module)
     renewer = LeaseRenewer(settings.broker_url, settings.lease_renew_s)
 
+    watcher = _preemption_watcher(settings, app)
+
     @signals.worker_ready.connect(weak=False)
     def _start_lease_renewal(**_kwargs: object) -> None:
         renewer.start()
+        if watcher is not None:
+            watcher.start()
 
     @signals.after_setup_logger.connect(weak=False)
     @signals.after_setup_task_logger.connect(weak=False)
@@ -65,13 +74,28 @@ def run(settings: AgentSettings) -> None:
         app.worker_main(build_worker_argv(settings))
     finally:
         renewer.stop()
+        if watcher is not None:
+            watcher.stop()
+
+
+def _preemption_watcher(settings: AgentSettings, app):  # noqa: ANN001, ANN202 - Celery app, a thread or None
+    """On a Spot VM: stop consuming at a preemption notice, so held tasks go elsewhere, then shut down."""
+    if settings.preemption_watch != "azure":
+        return None
+    from agents.scheduled_events import DEFAULT_URL, PreemptionWatcher
+
+    def drain(event: dict) -> None:
+        log.warning("node=%s pool=%s preemption notice %s: draining", settings.node_id, settings.pool,
+                    event.get("EventId"))
+        for queue in settings.queues:
+            app.control.cancel_consumer(queue, destination=[settings.worker_name])
+        app.control.shutdown(destination=[settings.worker_name])  # warm: running tasks finish or are redelivered
+
+    return PreemptionWatcher(settings.node_id, drain, url=os.environ.get("RM_SCHEDULED_EVENTS_URL") or DEFAULT_URL)
 
 
 def main() -> None:
-    raw = os.environ.get(SETTINGS_ENV)
-    if not raw:
-        sys.exit(f"{SETTINGS_ENV} is not set: the agent needs its settings (node id, pool, broker, queues)")
-    run(AgentSettings.from_json(raw))
+    run(load_settings())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class AgentSettings:
     restore_interval_s: float = 2.0
     soft_shutdown_timeout_s: float = 10.0
     task_modules: tuple[str, ...] = field(default=())
+    preemption_watch: str = ""  # "azure": watch the instance metadata for a Spot eviction notice
 
     @property
     def worker_name(self) -> str:

@@ -9,7 +9,9 @@ The steps, in ProActive's load-factor semantics:
 
 1. Each demand label set needs ``ceil(tasks / load_factor)`` slots.
 2. Slots are filled most-constrained demand first, pool by pool in priority order, each
-   pool holding at most ``max_nodes * slots`` slots. Leftovers are refused with a reason.
+   pool holding at most ``max_nodes * slots`` slots; a pool backing off after failed launches
+   offers only the nodes it has, so demand falls through to the next pool. Leftovers are
+   refused with a reason.
 3. Each pool's node target is its filled slots in nodes, clamped to ``[min_nodes,
    max_nodes]`` in :func:`clamp_to_bounds` and nowhere else.
 4. Below target, launch (capped per tick, never above ``max_nodes`` counting every live node),
@@ -114,10 +116,34 @@ def max_reached_refusal(labels: LabelSet, slots: int, pools: list[PoolView]) -> 
     return Refusal(Cause.MAX_REACHED, message, labels=labels, unmet_slots=slots)
 
 
+def backing_off(pool: PoolView, now: float) -> bool:
+    """The pool's recent launches failed: it keeps its nodes but may not launch before its time."""
+    return pool.launch_backoff_until > now
+
+
+def usable_nodes(pool: PoolView, now: float) -> int:
+    """Nodes a pool can offer this tick: ``max_nodes``, or only those it has while it backs off."""
+    return min(count_nodes(pool, SERVING), pool.max_nodes) if backing_off(pool, now) else pool.max_nodes
+
+
+def fall_through_refusal(pool: PoolView, labels: LabelSet, slots: int, now: float) -> Refusal:
+    """Explain demand sent past a backing-off pool to the next pools by priority."""
+    message = (
+        f"pool {pool.name} is backing off after failed launches ({pool.launch_backoff_until - now:.0f} s more): "
+        f"{slots} slot(s) of demand for labels {format_labels(labels)} fall through to the next pool(s) by priority"
+    )
+    return Refusal(Cause.BACKOFF, message, pool=pool.name, labels=labels, unmet_slots=slots)
+
+
 def allocate(
-    pools: tuple[PoolView, ...], needs: dict[LabelSet, int]
+    pools: tuple[PoolView, ...], needs: dict[LabelSet, int], now: float = 0.0
 ) -> tuple[dict[str, int], list[Refusal]]:
-    """Fill slot needs into pools by priority; return slots per pool and what stayed unmet."""
+    """Fill slot needs into pools by priority; return slots per pool and what stayed unmet.
+
+    Two passes per label set: first every pool offers what it can use now (a backing-off pool
+    only the nodes it has), so demand falls through to the next pool by priority; then what no
+    healthy pool could take goes back to the backing-off pools, whose launch stays withheld.
+    """
     allocated = {pool.name: 0 for pool in pools}
     refusals: list[Refusal] = []
     entries = [(labels, slots, eligible_pools(labels, pools)) for labels, slots in needs.items()]
@@ -126,10 +152,23 @@ def allocate(
             refusals.append(no_pool_refusal(labels, slots))
             continue
         remaining = slots
+        skipped: dict[str, int] = {}
+        for pool in eligible:
+            room = usable_nodes(pool, now) * pool.slots - allocated[pool.name]
+            take = min(remaining, max(room, 0))
+            allocated[pool.name] += take
+            remaining -= take
+            if backing_off(pool, now) and remaining > 0:
+                skipped[pool.name] = min(remaining, pool.max_nodes * pool.slots - allocated[pool.name])
         for pool in eligible:
             take = min(remaining, pool.max_nodes * pool.slots - allocated[pool.name])
             allocated[pool.name] += take
             remaining -= take
+            if pool.name in skipped:
+                skipped[pool.name] -= take
+        for pool in eligible:
+            if skipped.get(pool.name, 0) > 0:
+                refusals.append(fall_through_refusal(pool, labels, skipped[pool.name], now))
         if remaining > 0:
             refusals.append(max_reached_refusal(labels, remaining, eligible))
     return allocated, refusals
@@ -201,7 +240,7 @@ def plan_launch(plan: _PoolPlan, settings: PolicySettings, now: float) -> tuple[
     want = plan.target - plan.serving
     if want <= 0:
         return [], []
-    if plan.pool.launch_backoff_until > now:
+    if backing_off(plan.pool, now):
         return [], [backoff_refusal(plan, want, now)]
     room = max(plan.pool.max_nodes - plan.live, 0)
     count = min(want, room, settings.max_launch_per_tick)
@@ -287,7 +326,7 @@ def decide(snapshot: Snapshot, settings: PolicySettings, now: float) -> Decision
     pools = tuple(sorted(snapshot.pools, key=pool_rank))
     tasks = merge_demand(snapshot.demand)
     needs = {labels: slots_for(n, settings.load_factor) for labels, n in tasks.items()}
-    allocated, refusals = allocate(pools, needs)
+    allocated, refusals = allocate(pools, needs, now)
     launches: list[Launch] = []
     drains: list[Drain] = []
     candidates: list[str] = []

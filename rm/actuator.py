@@ -1,8 +1,9 @@
 """The actuator: the only caller of providers, and of the agents' remote-control commands.
 
-Why a thread pool and futures: a cloud launch or a terminate can take minutes, and a provider
-outage must never stall the controller's tick. The controller submits work here and, at the
-top of each tick, collects what has finished.
+Why a thread pool per pool and futures: a cloud launch or a terminate can take minutes, and a
+provider outage must never stall the controller's tick, nor another pool's calls (a hung cloud
+fills only its own pool's threads). The controller submits work here and, at the top of each
+tick, collects what has finished.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from agents.settings import AgentSettings
-from providers.base import CloudNode, LaunchResult, PoolSpec, Provider
+from providers.base import CloudNode, LaunchRequest, LaunchResult, PoolSpec, Provider
 
 log = logging.getLogger("rm.actuator")
 
@@ -36,23 +36,26 @@ class Outcome:
 
 
 class Actuator:
-    def __init__(self, app: Celery, providers: dict[str, Provider], specs: dict[str, PoolSpec], workers: int = 8) -> None:
+    def __init__(self, app: Celery, providers: dict[str, Provider], specs: dict[str, PoolSpec],
+                 workers_per_pool: int = 4) -> None:
         self.app = app
         self.providers = providers  # by pool name
         self.specs = specs
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="actuator")
+        self._executors = {pool: ThreadPoolExecutor(max_workers=workers_per_pool, thread_name_prefix=f"actuator-{pool}")
+                           for pool in providers}
         self._pending: list[tuple[str, str, tuple[str, ...], Future, float]] = []
         self._lock = threading.Lock()
 
     # -- provider operations (asynchronous) ------------------------------------------------
     def _submit(self, op: str, pool: str, node_ids: Sequence[str], fn: Any, *args: Any) -> None:
         started_at = time.time()
-        future = self._executor.submit(fn, *args)
+        future = self._executors[pool].submit(fn, *args)
         with self._lock:
             self._pending.append((op, pool, tuple(node_ids), future, started_at))
 
-    def launch(self, pool: str, agents: Sequence[AgentSettings]) -> None:
-        self._submit("launch", pool, [a.node_id for a in agents], self.providers[pool].launch, self.specs[pool], list(agents))
+    def launch(self, pool: str, requests: Sequence[LaunchRequest]) -> None:
+        self._submit("launch", pool, [r.node_id for r in requests], self.providers[pool].launch, self.specs[pool],
+                     list(requests))
 
     def terminate(self, pool: str, node_ids: Sequence[str]) -> None:
         self._submit("terminate", pool, node_ids, self.providers[pool].terminate, self.specs[pool], list(node_ids))
@@ -95,7 +98,8 @@ class Actuator:
         self.app.control.shutdown(destination=[worker])
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=True, cancel_futures=True)
         for provider in {id(p): p for p in self.providers.values()}.values():
             provider.close()
 

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
+from providers.bootstrap import BootstrapConfig
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 MAX_LABELS_PER_POOL = 6  # a pool consumes one queue per subset of its labels: 2**6 = 64 at most
@@ -27,6 +29,8 @@ class _Frozen(BaseModel):
 class ApiConfig(_Frozen):
     host: str = "127.0.0.1"
     port: StrictInt = Field(8000, ge=0, le=65535)
+    advertise_url: str | None = Field(
+        None, pattern=r"^https?://", description="the API's URL as cloud VMs reach it (enrolment); default http://host:port")
 
 
 class PolicyConfig(_Frozen):
@@ -38,6 +42,8 @@ class PolicyConfig(_Frozen):
     scale_down_ticks: StrictInt = Field(3, ge=1, description="consecutive ticks a node must be recommended for removal")
     max_launch_per_tick: StrictInt = Field(10, ge=1, description="cap on nodes launched in one pool per tick")
     heartbeat_timeout_s: float = Field(10.0, gt=0, description="a registered node silent this long is lost")
+    orphan_grace_s: float = Field(
+        120.0, ge=0, description="a tagged VM unknown to the store (or of an ended node) is destroyed after this long")
 
 
 class AgentConfig(_Frozen):
@@ -47,6 +53,8 @@ class AgentConfig(_Frozen):
     lease_renew_s: float = Field(2.0, gt=0, description="how often an agent renews the lease of its messages")
     restore_interval_s: float = Field(2.0, gt=0, description="how often live agents sweep for expired leases")
     soft_shutdown_timeout_s: float = Field(10.0, ge=0, description="Celery soft shutdown window on stop")
+    broker_url: str | None = Field(
+        None, pattern=r"^rediss?://", description="the broker's URL as cloud agents reach it; default: the manager's")
 
     @model_validator(mode="after")
     def _renew_faster_than_expiry(self) -> "AgentConfig":
@@ -69,6 +77,7 @@ class PoolConfig(_Frozen):
     boot_delay_s: float = Field(0.0, ge=0, description="local provider: simulated VM boot time")
     boot_timeout_s: float = Field(300.0, gt=0, description="a node not registered by then is failed")
     settings: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
+    bootstrap: BootstrapConfig = Field(BootstrapConfig(), description="cloud pools: how a VM installs the agent")
 
     @field_validator("labels")
     @classmethod
@@ -88,6 +97,17 @@ class PoolConfig(_Frozen):
         if provider not in KNOWN_PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(KNOWN_PROVIDERS)}")
         return provider
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_fit_provider(cls, settings: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Each driver's own model checks its block; errors read ``pools[i].settings.<field>``."""
+        from providers import settings_model
+
+        provider = info.data.get("provider")
+        if provider is not None:
+            settings_model(provider).model_validate(settings)
+        return settings
 
     @field_validator("max_nodes")
     @classmethod

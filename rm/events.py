@@ -31,6 +31,9 @@ class EventKind(StrEnum):
     JOB_FINISHED = "job-finished"
     TASK_RETRY = "task-retry"
     TASK_RERUN = "task-rerun"
+    ENROLLED = "enrolled"
+    ENROL_REFUSED = "enrol-refused"
+    ORPHAN = "orphan"
 
 
 def record_event(
@@ -51,7 +54,8 @@ def record_event(
         node_id=node_id, job_id=job_id, task_id=task_id, data=data or {},
     )
     session.add(event)
-    level = logging.WARNING if kind in (EventKind.LAUNCH_FAILED, EventKind.LOST, EventKind.BOOT_TIMEOUT) else logging.INFO
+    level = logging.WARNING if kind in (EventKind.LAUNCH_FAILED, EventKind.LOST, EventKind.BOOT_TIMEOUT,
+                                                 EventKind.ENROL_REFUSED, EventKind.ORPHAN) else logging.INFO
     log.log(level, "[%s/%s] %s", kind, cause, message,
             extra={"pool": pool, "node_id": node_id, "job_id": job_id, "task_id": task_id})
     return event

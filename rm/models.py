@@ -116,3 +116,14 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class BootstrapToken(Base):
+    """A node's one-time enrolment token (hashed), exchanged once for its broker settings."""
+
+    __tablename__ = "bootstrap_tokens"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, default=None)

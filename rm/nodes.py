@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agents.settings import AgentSettings
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator, Outcome
 from rm.config import ClusterConfig, PoolConfig
@@ -25,7 +24,8 @@ from rm.events import EventKind, record_event
 from rm.lifecycle import change_status, create_node
 from rm.models import Node
 from rm.states import LIVE, REGISTERED, NodeStatus
-from providers.base import CloudState, LaunchResult
+from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchRequest, LaunchResult
+from providers.bootstrap import UserDataTooLarge
 
 log = logging.getLogger("rm.nodes")
 
@@ -33,6 +33,8 @@ S = NodeStatus
 TERMINATE_RETRY_S = 30.0
 BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
 BACKOFF_MAX_S = 300.0
+#: Failures no retry will fix: the pool waits the longest backoff at once, and says an admin must act.
+NEEDS_ADMIN = frozenset({LaunchErrorKind.AUTH, LaunchErrorKind.CONFIG})
 
 
 @dataclass
@@ -42,23 +44,35 @@ class LaunchBackoff:
     failures: int = 0
     until: float = 0.0
 
-    def failed(self, now: float) -> float:
+    def failed(self, now: float, kind: LaunchErrorKind | None = None, retry_after_s: float | None = None) -> float:
+        """Count a failure; the delay doubles per failure, is the longest at once for an
+        auth/config error, and is never shorter than the cloud's own Retry-After."""
         self.failures += 1
         delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
-        self.until = now + delay
-        return delay
+        if kind in NEEDS_ADMIN:
+            delay = BACKOFF_MAX_S
+        if retry_after_s:
+            delay = max(delay, min(retry_after_s, BACKOFF_MAX_S))
+        self.until = max(self.until, now + delay)
+        return self.until - now
+
+
+def backoff_sentence(pool: str, kind: LaunchErrorKind | None, delay: float) -> str:
+    """How long the pool waits and, for an auth/config error, that retrying alone will not help."""
+    admin = " (an admin must fix the credentials or the pool's settings)" if kind in NEEDS_ADMIN else ""
+    return f"; pool {pool} waits {delay:.0f} s before launching again{admin}"
 
 
 @dataclass
 class PendingActions:
     """Provider calls to make once the rows that explain them are committed."""
 
-    launches: list[tuple[str, list[AgentSettings]]] = field(default_factory=list)
+    launches: list[tuple[str, list[LaunchRequest]]] = field(default_factory=list)
     terminations: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def run(self, actuator: Actuator) -> None:
-        for pool, agents in self.launches:
-            actuator.launch(pool, agents)
+        for pool, requests in self.launches:
+            actuator.launch(pool, requests)
         for pool, node_ids in self.terminations:
             actuator.terminate(pool, node_ids)
 
@@ -66,23 +80,25 @@ class PendingActions:
 class NodeKeeper:
     def __init__(
         self, config: Callable[[], ClusterConfig], actuator: Actuator, tracker: ActivityTracker,
-        agent_settings: Callable[[PoolConfig, str], AgentSettings], started_at: float,
+        launch_request: Callable[[Session, PoolConfig, str, float], LaunchRequest], started_at: float,
     ) -> None:
         self.config = config
         self.actuator = actuator
         self.tracker = tracker
-        self.agent_settings = agent_settings
+        self.launch_request = launch_request
         self.started_at = started_at  # events seen only from here: no one is "lost" before a grace
         self._terminate_sent: dict[str, float] = {}
+        self._orphans: dict[tuple[str, str], float] = {}  # (pool, node id) -> first seen
         self.backoff: dict[str, LaunchBackoff] = {}
 
     def backoff_until(self, pool: str) -> float:
         return self.backoff.get(pool, LaunchBackoff()).until
 
-    def _launch_failed(self, node: Node, now: float) -> str:
+    def _launch_failed(self, node: Node, now: float, kind: LaunchErrorKind | None = None,
+                       retry_after_s: float | None = None) -> str:
         """Count a failed launch of the node's pool; returns the sentence saying how long it waits."""
-        delay = self.backoff.setdefault(node.pool, LaunchBackoff()).failed(now)
-        return f"; pool {node.pool} waits {delay:.0f} s before launching again"
+        delay = self.backoff.setdefault(node.pool, LaunchBackoff()).failed(now, kind, retry_after_s)
+        return backoff_sentence(node.pool, kind, delay)
 
     # -- queries ---------------------------------------------------------------------------
     @staticmethod
@@ -91,17 +107,31 @@ class NodeKeeper:
 
     # -- launch and drain ------------------------------------------------------------------
     def launch(self, session: Session, pool: PoolConfig, count: int, reason: str, now: float, pending: PendingActions) -> list[str]:
-        agents = []
+        requests = []
         for _ in range(count):
             node_id = f"{pool.name}-{secrets.token_hex(3)}"
-            settings = self.agent_settings(pool, node_id)
             node = Node(id=node_id, cluster=self.config().cluster, pool=pool.name, provider=pool.provider,
-                        slots=pool.slots, labels=list(pool.labels), worker=settings.worker_name, extra={})
+                        slots=pool.slots, labels=list(pool.labels), worker=f"{node_id}@{self.config().cluster}", extra={})
             create_node(session, node, reason, now)
-            change_status(session, node, S.PROVISIONING, "launch handed to the provider", now)
-            agents.append(settings)
-        pending.launches.append((pool.name, agents))
-        return [a.node_id for a in agents]
+            request = self._request_for(session, node, pool, now)
+            if request is not None:
+                change_status(session, node, S.PROVISIONING, "launch handed to the provider", now)
+                requests.append(request)
+        if requests:
+            pending.launches.append((pool.name, requests))
+        return [r.node_id for r in requests]
+
+    def _request_for(self, session: Session, node: Node, pool: PoolConfig, now: float) -> LaunchRequest | None:
+        """The node's launch request, or None (and the node failed) if its cloud-init cannot be sent."""
+        try:
+            return self.launch_request(session, pool, node.id, now)
+        except UserDataTooLarge as error:
+            message = f"launch of node {node.id} in pool {pool.name} failed (config): {error}" + \
+                self._launch_failed(node, now, LaunchErrorKind.CONFIG)
+            change_status(session, node, S.FAILED, message, now)
+            record_event(session, EventKind.LAUNCH_FAILED, LaunchErrorKind.CONFIG, message, now=now,
+                         pool=node.pool, node_id=node.id)
+            return None
 
     def drain(self, session: Session, node: Node, cause: str, reason: str, now: float) -> None:
         """Stop the node consuming; it terminates once its running tasks have finished."""
@@ -119,9 +149,11 @@ class NodeKeeper:
 
     # -- provider outcomes -----------------------------------------------------------------
     def apply_outcomes(self, session: Session, outcomes: Sequence[Outcome], now: float, pending: PendingActions) -> None:
-        for outcome in outcomes:
+        # Launches and destroys first: a listing collected in the same tick must not mistake a
+        # node whose launch just finished for one whose launch a manager restart interrupted.
+        for outcome in sorted(outcomes, key=lambda o: o.op == "list"):
             if outcome.op == "launch":
-                self._apply_launch(session, outcome, now)
+                self._apply_launch(session, outcome, now, pending)
             elif outcome.op == "terminate":
                 self._apply_terminate(session, outcome, now)
             elif outcome.op == "list" and outcome.error is None:
@@ -129,7 +161,7 @@ class NodeKeeper:
             if outcome.error is not None:
                 log.warning("%s in pool %s failed: %s", outcome.op, outcome.pool, outcome.error, extra={"pool": outcome.pool})
 
-    def _apply_launch(self, session: Session, outcome: Outcome, now: float) -> None:
+    def _apply_launch(self, session: Session, outcome: Outcome, now: float, pending: PendingActions) -> None:
         results: list[LaunchResult] = outcome.value or [
             LaunchResult(node_id, False, error=repr(outcome.error), error_kind=None) for node_id in outcome.node_ids
         ]
@@ -140,12 +172,15 @@ class NodeKeeper:
             if result.ok:
                 node.provider_ref = result.provider_ref
                 change_status(session, node, S.BOOTING, f"provider created it ({result.provider_ref})", now)
-            else:
-                message = (f"launch of node {node.id} in pool {node.pool} failed ({result.error_kind or 'error'}): "
-                           f"{result.error}" + self._launch_failed(node, now))
-                change_status(session, node, S.FAILED, message, now)
-                record_event(session, EventKind.LAUNCH_FAILED, str(result.error_kind or "error"), message,
-                             now=now, pool=node.pool, node_id=node.id)
+                continue
+            kind = result.error_kind or LaunchErrorKind.TRANSIENT  # an unexpected exception: retry later
+            message = (f"launch of node {node.id} in pool {node.pool} failed ({kind}): {result.error}"
+                       + self._launch_failed(node, now, kind, result.retry_after_s))
+            change_status(session, node, S.FAILED, message, now)
+            record_event(session, EventKind.LAUNCH_FAILED, str(kind), message, now=now, pool=node.pool,
+                         node_id=node.id, data={"retry_after_s": result.retry_after_s} if result.retry_after_s else None)
+            # the cloud may have created it anyway (a timed-out create): make sure it is gone
+            pending.terminations.append((node.pool, [node.id]))
 
     def _apply_terminate(self, session: Session, outcome: Outcome, now: float) -> None:
         for node_id in outcome.node_ids:
@@ -166,28 +201,56 @@ class NodeKeeper:
         for node in session.scalars(select(Node).where(Node.pool == pool, Node.status.in_([s.value for s in LIVE]))):
             if node.id in busy or node.updated_at >= outcome.started_at:
                 continue  # an operation is under way, or the node changed after the listing began
-            present = node.id in by_id and by_id[node.id].state not in (CloudState.TERMINATED,)
-            self._reconcile_presence(session, node, present, now, pending)
+            self._reconcile_presence(session, node, by_id.get(node.id), now, pending)
+        self._collect_orphans(session, pool, listed, busy, outcome.started_at, now, pending)
+
+    def _collect_orphans(self, session: Session, pool: str, listed: Sequence[CloudNode], busy: set[str],
+                         listed_at: float, now: float, pending: PendingActions) -> None:
+        """Destroy tagged VMs the store does not know, or whose node ended, once seen for the grace period.
+
+        The grace covers a create the cloud finished after the manager gave up on it (a
+        timed-out call, a restart mid-launch) and a slow delete already under way.
+        """
+        grace = self.config().policy.orphan_grace_s
+        seen = set()
         for cloud in listed:
             if cloud.state == CloudState.TERMINATED or cloud.node_id in busy:
                 continue
             node = session.get(Node, cloud.node_id)
-            if node is not None and node.updated_at >= outcome.started_at:
-                continue  # it changed (e.g. was destroyed) after the listing began
-            if node is None or NodeStatus(node.status) not in LIVE:
-                message = (f"{cloud.provider_ref} in pool {pool} carries our tags but node {cloud.node_id} is "
-                           f"{'unknown' if node is None else node.status}: destroying the orphan")
-                record_event(session, EventKind.TERMINATE, "orphan", message, now=now, pool=pool, node_id=cloud.node_id)
+            if node is not None and (node.updated_at >= listed_at or NodeStatus(node.status) in LIVE):
+                continue  # ours and alive, or it changed (e.g. was destroyed) after the listing began
+            key = (pool, cloud.node_id)
+            seen.add(key)
+            first = self._orphans.setdefault(key, now)
+            whose = "unknown to the store" if node is None else f"of a node that is {node.status}"
+            if first == now:
+                record_event(session, EventKind.ORPHAN, "found",
+                             f"{cloud.provider_ref} in pool {pool} carries our tags but is {whose}: destroying it "
+                             f"if it is still there in {grace:.0f} s (orphan_grace_s)",
+                             now=now, pool=pool, node_id=cloud.node_id)
+            if now - first >= grace:
+                record_event(session, EventKind.TERMINATE, "orphan",
+                             f"{cloud.provider_ref} in pool {pool} is {whose} and has been for {now - first:.0f} s: "
+                             f"destroying the orphan", now=now, pool=pool, node_id=cloud.node_id)
                 pending.terminations.append((pool, [cloud.node_id]))
+                seen.discard(key)
+        self._orphans = {k: v for k, v in self._orphans.items() if k[0] != pool or k in seen}
 
-    def _reconcile_presence(self, session: Session, node: Node, present: bool, now: float, pending: PendingActions) -> None:
+    def _reconcile_presence(self, session: Session, node: Node, cloud: CloudNode | None, now: float,
+                            pending: PendingActions) -> None:
         status = NodeStatus(node.status)
-        if status == S.PROVISIONING:  # its launch call is not under way: the manager restarted mid-launch
+        present = cloud is not None and cloud.state not in (CloudState.TERMINATED, CloudState.FAILED)
+        if cloud is not None and cloud.state == CloudState.FAILED and status in (S.PROVISIONING, S.BOOTING):
+            message = (f"node {node.id} of pool {node.pool}: the cloud failed to build {cloud.provider_ref}"
+                       f" ({cloud.extra.get('fault', 'no reason given')})"
+                       + self._launch_failed(node, now, LaunchErrorKind.CAPACITY))
+            self._fence(session, node, S.FAILED, EventKind.LAUNCH_FAILED, LaunchErrorKind.CAPACITY, message, now, pending)
+        elif status == S.PROVISIONING:  # its launch call is not under way: the manager restarted mid-launch
             if present:
-                change_status(session, node, S.BOOTING, "found running after a manager restart", now)
+                node.provider_ref = cloud.provider_ref
+                change_status(session, node, S.BOOTING, "found in the cloud after a manager restart", now)
             else:
-                self._fence(session, node, S.FAILED, EventKind.LAUNCH_FAILED, "interrupted",
-                            f"launch of node {node.id} was interrupted by a manager restart", now, pending)
+                self._relaunch(session, node, now, pending)
         elif present:
             return
         elif status == S.TERMINATING:
@@ -197,6 +260,23 @@ class NodeKeeper:
             self._fence(session, node, S.LOST, EventKind.LOST, "vanished",
                         f"node {node.id} of pool {node.pool} vanished from the provider while {status}; "
                         f"its unfinished tasks are redelivered when their lease expires{booting}", now, pending)
+
+    def _relaunch(self, session: Session, node: Node, now: float, pending: PendingActions) -> None:
+        """Retry an interrupted launch once, with the same node id: a provider's launch is
+        idempotent per id, so a VM the interrupted call did create is adopted, not doubled."""
+        if (node.extra or {}).get("relaunched"):
+            self._fence(session, node, S.FAILED, EventKind.LAUNCH_FAILED, "interrupted",
+                        f"launch of node {node.id} was interrupted twice by manager restarts", now, pending)
+            return
+        request = self._request_for(session, node, self.config().pool(node.pool), now)
+        if request is None:
+            return
+        node.extra = {**(node.extra or {}), "relaunched": now}
+        node.updated_at = now
+        record_event(session, EventKind.LAUNCH, "resumed",
+                     f"launch of node {node.id} in pool {node.pool} was interrupted by a manager restart: "
+                     f"retrying it with the same node id", now=now, pool=node.pool, node_id=node.id)
+        pending.launches.append((node.pool, [request]))
 
     # -- agents ----------------------------------------------------------------------------
     def observe_workers(self, session: Session, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:

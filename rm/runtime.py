@@ -34,7 +34,9 @@ from rm.nodes import NodeKeeper
 from rm.states import LIVE, NodeStatus
 from rm.store import Store
 from providers import make_provider
-from providers.base import PoolSpec
+from providers.base import LaunchRequest, PoolSpec
+from providers.bootstrap import Enrolment, render_user_data
+from rm.enrolment import issue_token
 
 log = logging.getLogger("rm.runtime")
 
@@ -83,7 +85,7 @@ class Runtime:
         self.jobs = JobService(self.store, self.app, config.cluster, registered=set(BUILTIN_TASKS),
                                pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker)
         self.actuator = self._make_actuator()
-        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.agent_settings, started_at=now)
+        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now)
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
                                      self.jobs, self.actuator, self.keeper)
         self._spawn(self.controller.run, "controller")
@@ -104,12 +106,37 @@ class Runtime:
 
     def agent_settings(self, pool: PoolConfig, node_id: str) -> AgentSettings:
         config, agent = self._config, self._config.agent
+        local = pool.provider == "local"
+        spot = pool.provider == "azure" and bool((pool.settings.get("spot") or {}).get("enabled"))
         return AgentSettings(
-            node_id=node_id, pool=pool.name, cluster=config.cluster, broker_url=self.broker_url,
-            queues=queues_for_pool(config.cluster, pool.labels), slots=pool.slots, boot_delay_s=pool.boot_delay_s,
+            node_id=node_id, pool=pool.name, cluster=config.cluster,
+            broker_url=self.broker_url if local else (agent.broker_url or self.broker_url),
+            queues=queues_for_pool(config.cluster, pool.labels), slots=pool.slots,
+            boot_delay_s=pool.boot_delay_s if local else 0.0,
             visibility_timeout_s=agent.visibility_timeout_s, lease_renew_s=agent.lease_renew_s,
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
+            preemption_watch="azure" if spot else "",
         )
+
+    def advertised_api_url(self) -> str:
+        """Where a cloud VM reaches the API to enrol."""
+        api = self._config.api
+        return api.advertise_url or getattr(self, "api_url", None) or f"http://{api.host}:{api.port}"
+
+    def launch_request(self, session, pool: PoolConfig, node_id: str, now: float) -> LaunchRequest:  # noqa: ANN001
+        """What a provider needs to create a node: a local agent's settings, or a VM's cloud-init.
+
+        A cloud VM's user data carries a one-time enrolment token valid until its boot timeout
+        (plus a minute for clock skew), never the broker's credentials. Raises
+        ``UserDataTooLarge`` when the cloud-init does not fit the provider's limit.
+        """
+        settings = self.agent_settings(pool, node_id)
+        if pool.provider == "local":
+            return LaunchRequest(node_id, settings)
+        token = issue_token(session, node_id, now, pool.boot_timeout_s + 60)
+        enrolment = Enrolment(self.advertised_api_url(), node_id, token, self._config.agent.soft_shutdown_timeout_s)
+        limit = self.actuator.providers[pool.name].user_data_limit
+        return LaunchRequest(node_id, settings, render_user_data(pool.bootstrap, enrolment, limit))
 
     def _spawn(self, target, name: str) -> None:  # noqa: ANN001 - a thread body
         thread = threading.Thread(target=target, name=name, daemon=True)

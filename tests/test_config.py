@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from providers.bootstrap import BootstrapConfig
 from rm.config import (
     AgentConfig,
     ApiConfig,
@@ -123,13 +124,13 @@ def test_demo_config_loads_exactly(tmp_path: Path, demo_yaml_text: str) -> None:
 def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
     """The whole model, defaults included, as one value: nothing extra, nothing missing."""
     config = load_config(_write(tmp_path, demo_yaml_text))
-    pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}}
+    pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}, "bootstrap": BootstrapConfig().model_dump()}
     assert config.model_dump() == {
         "cluster": "demo",
         "database": "sqlite:///rm-demo.db",
         "broker": "embedded",
         "state_dir": ".rm",
-        "api": {"host": "127.0.0.1", "port": 8000},
+        "api": {"host": "127.0.0.1", "port": 8000, "advertise_url": None},
         "policy": {
             "tick_s": 1.0,
             "load_factor": 1.0,
@@ -137,12 +138,14 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "scale_down_ticks": 3,
             "max_launch_per_tick": 10,
             "heartbeat_timeout_s": 10.0,
+            "orphan_grace_s": 120.0,
         },
         "agent": {
             "visibility_timeout_s": 10.0,
             "lease_renew_s": 2.0,
             "restore_interval_s": 2.0,
             "soft_shutdown_timeout_s": 10.0,
+            "broker_url": None,
         },
         "pools": (
             {
@@ -467,3 +470,9 @@ def test_agent_lease_must_renew_faster_than_expiry(tmp_path: Path, demo_yaml_tex
 def test_booleans_are_not_counts(tmp_path: Path, demo_yaml_text: str, field: str) -> None:
     message = _load_error(tmp_path, _bad(demo_yaml_text, **{f"pools__1__{field}": True}))
     assert f"pools[1].{field}" in message, message
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "config").glob("*.yaml")))
+def test_every_example_config_loads(example: str) -> None:
+    config = load_config(Path(__file__).parent.parent / "config" / example)
+    assert config.pools and all(p.name for p in config.pools)

@@ -292,3 +292,19 @@ def test_a_pool_backing_off_launches_nothing_and_says_how_long() -> None:
 
     recovered = decide(Snapshot(pools=(replace(burst(), launch_backoff_until=NOW),), demand=waiting), Settings(), NOW)
     assert [(l.pool, l.count) for l in recovered.launches] == [("burst", 4)]
+
+
+def test_demand_falls_through_a_backing_off_pool_to_the_next_by_priority() -> None:
+    from dataclasses import replace
+
+    waiting = (Demand(labels=frozenset(), waiting=6),)
+    first = replace(burst(), name="burst-a", priority=10, launch_backoff_until=NOW + 40)
+    second = replace(burst(), name="burst-b", priority=20)
+    decision = decide(Snapshot(pools=(first, second), demand=waiting), Settings(), NOW)
+    assert [(l.pool, l.count) for l in decision.launches] == [("burst-b", 3)]
+    [refusal] = [r for r in decision.refusals if r.cause == Cause.BACKOFF]
+    assert refusal.pool == "burst-a" and refusal.unmet_slots == 6
+    assert "fall through to the next pool" in refusal.message and "40 s more" in refusal.message
+
+    healthy = decide(Snapshot(pools=(replace(first, launch_backoff_until=NOW), second), demand=waiting), Settings(), NOW)
+    assert [(l.pool, l.count) for l in healthy.launches] == [("burst-a", 3)], "back to priority order once it recovers"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from policies import decide
 from policies.decision import Cause, Decision
-from policies.load_factor import slots_for
+from policies.load_factor import slots_for, usable_nodes
 from policies.snapshot import Demand, NodeView, PoolView, Snapshot
 from rm.states import LIVE, SERVING, TERMINAL, NodeStatus
 
@@ -174,13 +174,31 @@ def test_launches_respect_per_tick_cap(snap: Snapshot, cfg: Settings) -> None:
 @PROPERTY
 @given(pool_tuples(), st.integers(1, 200), policy_settings)
 def test_lower_priority_number_fills_first(pools: tuple[PoolView, ...], tasks: int, cfg: Settings) -> None:
+    """A pool gets demand only once every healthy pool before it is full; a backing-off pool
+    before it offers at least the nodes it already has."""
     snap = Snapshot(pools=pools, demand=(Demand(frozenset(), waiting=tasks),))
     needed = {t.pool: t.needed_slots for t in decide(snap, cfg, NOW).targets}
     for pool in pools:
         if needed[pool.name] > 0:
             for other in pools:
                 if other.priority < pool.priority:
-                    assert needed[other.name] == other.max_nodes * other.slots
+                    full = usable_nodes(other, NOW) * other.slots
+                    assert needed[other.name] >= full
+                    if other.launch_backoff_until <= NOW:
+                        assert needed[other.name] == other.max_nodes * other.slots
+
+
+@PROPERTY
+@given(pool_tuples(), st.integers(1, 200), policy_settings)
+def test_demand_falls_through_a_backing_off_pool(pools: tuple[PoolView, ...], tasks: int, cfg: Settings) -> None:
+    """A backing-off pool is sized beyond its nodes only for demand no healthy pool can take."""
+    snap = Snapshot(pools=pools, demand=(Demand(frozenset(), waiting=tasks),))
+    decision = decide(snap, cfg, NOW)
+    needed = {t.pool: t.needed_slots for t in decision.targets}
+    healthy_room = sum(p.max_nodes * p.slots - needed[p.name] for p in pools if p.launch_backoff_until <= NOW)
+    for pool in pools:
+        if pool.launch_backoff_until > NOW and needed[pool.name] > usable_nodes(pool, NOW) * pool.slots:
+            assert healthy_room == 0, "demand stayed on a backing-off pool while a healthy pool had room"
 
 
 @PROPERTY
