@@ -165,6 +165,7 @@ class CloudUnderTest:
     settings: dict[str, Any]
     env: dict[str, str]
     base_url: str
+    app: Any = None  # the fake's WSGI app, for tests that read what it received
 
     def add_foreign_vm(self, name: str, tags: dict[str, str]) -> FakeVm:
         """A VM someone else owns (other tags or none) that ``list_nodes`` must never return."""
