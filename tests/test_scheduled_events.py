@@ -174,3 +174,35 @@ def test_unreachable_imds_is_tolerated_and_a_failing_callback_still_acks() -> No
         failing.poll_once()
     assert failing.fired.is_set()
     assert len(imds.acks) == 1
+
+
+# -- a real agent on a "Spot VM" ----------------------------------------------------------------
+
+from tests.helpers import redis_url, spawn_agent, wait_until  # noqa: E402,F401 - fixtures
+
+
+def test_a_spot_agent_drains_and_stops_at_its_preemption_notice(
+    redis_url: str, spawn_agent, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001, F811 - fixtures
+) -> None:
+    from agents.app import make_app
+    from agents.settings import AgentSettings
+    from rm.demand import queue_for
+
+    imds = FakeImds()
+    with serve(imds) as served:
+        monkeypatch.setenv("RM_SCHEDULED_EVENTS_URL", f"{served.base_url}/metadata/scheduledevents?api-version=2020-07-01")
+        queue = queue_for("spot", ())
+        settings = AgentSettings(node_id=NODE, pool="burst", cluster="spot", broker_url=redis_url, queues=(queue,),
+                                 slots=1, preemption_watch="azure")
+        agent = spawn_agent(settings)
+        app = make_app(redis_url)
+        running = app.send_task("builtin.sleep", kwargs={"seconds": 3}, queue=queue)
+        wait_until(lambda: "builtin.sleep" in agent.log() and "received" in agent.log(), "the task never started")
+        event_id = imds.add("Preempt", [NODE])
+        wait_until(lambda: agent.process.poll() is not None, lambda: f"the agent did not stop:\n{agent.log()}")
+        later = app.send_task("builtin.sleep", kwargs={"seconds": 0.1}, queue=queue)
+        assert agent.process.returncode == 0, agent.log()
+        assert running.get(timeout=WAIT_S) == {"slept": 3.0}, "the warm shutdown cut the running task short"
+        assert imds.acks == [{"StartRequests": [{"EventId": event_id}]}]
+        assert f"preemption notice {event_id}" in agent.log()
+        assert later.state == "PENDING", "a stopped Spot agent must not take new tasks"
