@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     JOB_FINISHED = "job-finished"
     TASK_RETRY = "task-retry"
     TASK_RERUN = "task-rerun"
+    BUDGET_ALERT = "budget-alert"
 
 
 def record_event(
