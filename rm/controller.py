@@ -31,6 +31,7 @@ from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
+from rm.metrics import publish_budgets
 from rm.models import Node
 from rm.monitor import EventMonitor
 from rm.nodes import NodeKeeper, PendingActions
@@ -111,6 +112,7 @@ class Controller:
             demand = self._measure_demand()
             budgets = budget_views(session, self.config(), now)  # the config is re-read: a raised budget counts now
             record_alerts(session, self.config(), budgets, now)
+            publish_budgets(self.config().cluster, budgets)
             decision = decide(self._snapshot(nodes, demand, budgets), self.config().policy, now)
             self._act(session, decision, nodes, now, pending)
             nodes_by_pool = count_by_pool(self.keeper.live_nodes(session))
