@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
 from rm.api.deps import Caller, caller, iso, require, runtime
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1", tags=["money"])
 
 def _invalid(field: str, message: str, value: Any) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors, naming the query field."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+    return HTTPException(422,
                          [{"loc": ["query", field], "msg": message, "type": "value_error", "input": value}])
 
 
