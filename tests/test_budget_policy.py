@@ -26,17 +26,15 @@ from rm.costs import cost_report
 from rm.ledger import close_entry
 from rm.models import LedgerEntry
 from rm.states import NodeStatus
+from tests.test_policy import Settings as PolicyKnobs
 
 S = NodeStatus
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 
 
-@dataclass(frozen=True)
-class Settings:
-    load_factor: float = 1.0
-    idle_timeout_s: float = 60.0
-    scale_down_ticks: int = 1
-    max_launch_per_tick: int = 10
+def Settings(**knobs: object) -> PolicyKnobs:  # noqa: N802 - reads like the dataclass it builds
+    """The policy knobs of tests/test_policy.py, releasing after one tick of a minute's idleness."""
+    return PolicyKnobs(**{"idle_timeout_s": 60.0, "scale_down_ticks": 1, **knobs})
 
 
 def burst(nodes: tuple[NodeView, ...] = (), price: str = "0.40", unit: int = 3600, **kw: object) -> PoolView:
