@@ -25,8 +25,8 @@ from policies.load_factor import decide
 from policies.snapshot import BudgetView, Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
-from rm.budget import budget_views, record_alerts
 from rm.billing import UNIT_S
+from rm.budget import budget_views, record_alerts
 from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
