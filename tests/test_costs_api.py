@@ -180,6 +180,14 @@ def test_rmctl_costs_prints_a_table_and_writes_csv(money_api, tmp_path: Path) ->
     assert lines[0] == "job,name,owner,pool,cost,currency" and lines[1] == "J1,job-J1,alice,,0.15,EUR"
 
 
+def test_rmctl_budget_prints_each_budget(money_api, tmp_path: Path) -> None:  # noqa: ANN001
+    rt, url, tokens = money_api
+    done = subprocess.run([*RMCTL, "budget", "--api", url, "--token", tokens["viewer"]], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", **_pythonpath()})
+    assert done.returncode == 0, done.stderr
+    assert "global" in done.stdout and "50.00" in done.stdout and "pool big" in done.stdout
+
+
 def _pythonpath() -> dict[str, str]:
     import os
 
