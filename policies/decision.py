@@ -21,6 +21,10 @@ class Cause(StrEnum):
     LAUNCH_CAP = "launch_cap"  # refusal: more launches needed than max_launch_per_tick allows
     SCALE_DOWN_PENDING = "scale_down_pending"  # not yet: recommended, waiting for consecutive ticks
     BACKOFF = "backoff"  # refusal: the pool's recent launches failed; it waits before trying again
+    BUDGET = "budget"  # refusal: the launch's minimum billed unit would pass a period budget
+    BURN_RATE = "burn_rate"  # refusal: the launch would pass a budget's max_burn_per_hour
+    HARD_CAP = "hard_cap"  # drain: the money spent in the period reached a budget
+    PAID_TIME = "paid_time"  # not yet: an idle node is kept until shortly before its paid time ends
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Drain:
     pool: str
     cause: Cause
     message: str
+    force: bool = False  # destroy without waiting for running tasks (a hard cap with hard_stop)
 
 
 @dataclass(frozen=True)

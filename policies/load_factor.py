@@ -17,7 +17,10 @@ The steps, in ProActive's load-factor semantics:
 4. Below target, launch (capped per tick, never above ``max_nodes`` counting every live node),
    unless the pool is backing off after failed launches.
 5. Above target, recommend surplus idle nodes on every tick; release one only once it has been
-   idle ``idle_timeout_s`` and recommended on ``scale_down_ticks`` consecutive ticks.
+   idle ``idle_timeout_s`` and recommended on ``scale_down_ticks`` consecutive ticks, and (for a
+   priced pool) once its paid time is nearly over.
+6. Money (:mod:`policies.budget`): launches are trimmed to what the budgets allow, and at a
+   budget's hard cap the priced pools' idle nodes are drained.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from policies.budget import BudgetGate, hard_cap_drains, paid_time_refusal
 from policies.decision import Cause, Decision, Drain, Launch, PoolTarget, Refusal
 from policies.snapshot import Demand, LabelSet, NodeView, PolicySettings, PoolView, Snapshot
 from rm.states import LIVE, SERVING, NodeStatus
@@ -309,10 +313,26 @@ def plan_release(
         if not _idle_long_enough(node, settings, now):
             continue
         if node.removal_streak + 1 >= settings.scale_down_ticks:
-            drains.append(Drain(node.id, plan.pool.name, Cause.IDLE, release_message(plan, node, settings, now)))
+            held = paid_time_refusal(plan.pool, node, plan.serving, now)
+            if held is not None:
+                refusals.append(held)
+            else:
+                drains.append(Drain(node.id, plan.pool.name, Cause.IDLE, release_message(plan, node, settings, now)))
         else:
             refusals.append(pending_refusal(plan, node, settings))
     return candidates, drains, refusals
+
+
+def admit_launches(
+    gate: BudgetGate, pool: PoolView, launches: list[Launch], refusals: list[Refusal]
+) -> tuple[list[Launch], list[Refusal]]:
+    """Pass a pool's launches through the budget gate; what money refuses joins the refusals."""
+    admitted: list[Launch] = []
+    for launch in launches:
+        kept, refused = gate.admit(launch, pool)
+        admitted += [kept] if kept is not None else []
+        refusals = refusals + ([refused] if refused is not None else [])
+    return admitted, refusals
 
 
 def refusal_key(refusal: Refusal, ranks: dict[str, tuple[int, str]]) -> tuple:
@@ -328,17 +348,20 @@ def decide(snapshot: Snapshot, settings: PolicySettings, now: float) -> Decision
     needs = {labels: slots_for(n, settings.load_factor) for labels, n in tasks.items()}
     allocated, refusals = allocate(pools, needs, now)
     launches: list[Launch] = []
-    drains: list[Drain] = []
+    drains: list[Drain] = hard_cap_drains(pools, snapshot.budgets)
+    capped = {d.node_id for d in drains}
+    gate = BudgetGate(snapshot.budgets)
     candidates: list[str] = []
     targets: list[PoolTarget] = []
     for pool in pools:
         plan = plan_pool(pool, allocated[pool.name], tasks)
         targets.append(PoolTarget(pool.name, plan.allocated_slots, plan.target, plan.serving))
         pool_launches, launch_refused = plan_launch(plan, settings, now)
+        pool_launches, launch_refused = admit_launches(gate, pool, pool_launches, launch_refused)
         pool_candidates, pool_drains, release_refused = plan_release(plan, settings, now)
         launches += pool_launches
-        drains += sorted(pool_drains, key=lambda d: d.node_id)
-        candidates += sorted(pool_candidates)
+        drains += sorted((d for d in pool_drains if d.node_id not in capped), key=lambda d: d.node_id)
+        candidates += sorted(n for n in pool_candidates if n not in capped)
         refusals += launch_refused + release_refused
     ranks = {pool.name: pool_rank(pool) for pool in pools}
     return Decision(

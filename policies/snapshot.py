@@ -8,7 +8,10 @@ what makes the policy testable with hypothesis and reusable by the simulator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
+
+from rm.billing import ZERO, BillingRule
 
 LabelSet = frozenset[str]
 
@@ -41,9 +44,16 @@ class PoolView:
     min_nodes: int
     max_nodes: int
     labels: LabelSet = frozenset()
-    price_per_hour: float = 0.0
+    price_per_hour: Decimal = ZERO
     nodes: tuple[NodeView, ...] = ()
     launch_backoff_until: float = 0.0  # the pool's recent launches failed: no launch before this time
+    billing_unit_s: int = 1  # the provider bills per second (1), minute (60) or hour (3600)
+    billing_minimum_s: int = 0  # a launched node is billed at least this long
+    release_before_end_s: float = 0.0  # an idle node is kept until this close to the end of its paid time
+
+    @property
+    def billing(self) -> BillingRule:
+        return BillingRule(Decimal(str(self.price_per_hour)), self.billing_unit_s, self.billing_minimum_s)
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,42 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class BudgetView:
+    """One budget's standing at the top of the tick, worked out from the ledger by ``rm.budget``.
+
+    ``committed`` is what the ledger already binds us to pay in the period: closed entries as
+    billed, live nodes up to the end of their current billing unit (at least their minimum).
+    """
+
+    scope: str  # "global" or "pool <name>": how sentences name the budget
+    pool: str | None  # None: the budget covers every pool
+    currency: str
+    period: str  # "day" | "month"
+    amount: Decimal | None = None  # no period budget when None
+    max_burn_per_hour: Decimal | None = None  # no burn-rate cap when None
+    spent: Decimal = ZERO
+    committed: Decimal = ZERO
+    burn_per_hour: Decimal = ZERO  # sum of the prices of every node billed right now
+    hard_stop: bool = False  # at the hard cap, destroy busy nodes too (their tasks are redelivered)
+
+    def covers(self, pool: str) -> bool:
+        return self.pool is None or self.pool == pool
+
+    @property
+    def period_word(self) -> str:
+        return {"day": "daily", "month": "monthly"}.get(self.period, self.period)
+
+    @property
+    def capped(self) -> bool:
+        """The hard cap: the money actually spent in the period has reached the amount."""
+        return self.amount is not None and self.spent >= self.amount
+
+
+@dataclass(frozen=True)
 class Snapshot:
     pools: tuple[PoolView, ...]
     demand: tuple[Demand, ...] = field(default=())
+    budgets: tuple[BudgetView, ...] = field(default=())
 
     def pool(self, name: str) -> PoolView:
         for pool in self.pools:

@@ -201,6 +201,41 @@ def events(limit: int = typer.Option(50, "--limit"), kind: Optional[str] = typer
     _table("events", ["at", "kind", "cause", "message"], [[e["at"], e["kind"], e["cause"], e["message"]] for e in items])
 
 
+@app.command()
+def costs(from_: Optional[str] = typer.Option(None, "--from", help="ISO date or date-time (default: start of this month, UTC)"),
+          to: Optional[str] = typer.Option(None, "--to", help="ISO date or date-time (default: now)"),
+          group_by: str = typer.Option("pool", "--group-by", help="pool | provider | day | job | owner"),
+          csv_file: Optional[Path] = typer.Option(None, "--csv", help="also write the report to this CSV file"),
+          config: Optional[Path] = ConfigOption, api: Optional[str] = ApiOption, token: Optional[str] = TokenOption) -> None:
+    """Show what the ledger billed, grouped; the rows add up to the total exactly."""
+    client = _client(api, token, config)
+    params = {"from": from_, "to": to, "group_by": group_by}
+    try:
+        report = client.get("/api/v1/costs", **params)
+        if csv_file is not None:
+            csv_file.write_text(client.get_text("/api/v1/costs", format="csv", **params))
+    except ApiError as error:
+        _print_api_error(error)
+        raise typer.Exit(1) from None
+    columns = [c for c in (report["rows"][0] if report["rows"] else {group_by: None, "cost": None})]
+    rows = [[row.get(c) for c in columns] for row in report["rows"]]
+    rows.append(["total", *[""] * (len(columns) - 2), report["total"]])
+    _table(f"costs by {group_by} from {report['from']} to {report['to']} ({report['currency']})", columns, rows)
+    if csv_file is not None:
+        console.print(f"wrote {csv_file}")
+
+
+@app.command()
+def budget(config: Optional[Path] = ConfigOption, api: Optional[str] = ApiOption, token: Optional[str] = TokenOption) -> None:
+    """Show every budget: spent, committed, remaining, projected end-of-period spend and alerts."""
+    status = _client(api, token, config).get("/api/v1/budget")
+    _table(f"budgets ({status['currency']})", ["scope", "period", "amount", "spent", "committed", "remaining",
+                                                "projected", "burn/h", "max burn/h", "alerts"],
+           [[b["scope"], b["period"], b["amount"], b["spent"], b["committed"], b["remaining"], b["projected"],
+             b["burn_per_hour"], b["max_burn_per_hour"], " ".join(a["threshold"] for a in b["alerts"])]
+            for b in status["budgets"]])
+
+
 def main() -> None:
     app()
 

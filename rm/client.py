@@ -41,6 +41,13 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._check(self._http.get(path, params={k: v for k, v in params.items() if v is not None}))
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """A non-JSON body (a CSV report), with the same error handling."""
+        response = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+        if response.status_code >= 400:
+            self._check(response)
+        return response.text
+
     def post(self, path: str, body: Any = None) -> Any:
         return self._check(self._http.post(path, json=body))
 

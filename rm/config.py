@@ -9,8 +9,9 @@ fixing a config at 3 a.m. should not have to read a traceback.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
@@ -63,6 +64,44 @@ class AgentConfig(_Frozen):
         return self
 
 
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]  # 0.40 in YAML is Decimal("0.4"), never a float
+
+
+class BillingConfig(_Frozen):
+    """How the pool's provider rounds a node's lifetime into billed time."""
+
+    granularity: Literal["second", "minute", "hour"] = "second"
+    minimum_s: StrictInt = Field(0, ge=0, le=31 * 86400, description="a launched node is billed at least this long")
+
+
+class ReleaseConfig(_Frozen):
+    """Billing-aware release (ProActive's releaseDelay): keep an idle node while its paid time runs."""
+
+    before_end_s: float = Field(120.0, ge=0, description="release an idle node only this close to the end of its paid time")
+
+
+class BudgetConfig(_Frozen):
+    """A money cap over a calendar period (UTC) and/or on the hourly burn rate."""
+
+    period: Literal["day", "month"] = "month"
+    amount: Money | None = Field(None, description="budget per period in the cluster currency")
+    max_burn_per_hour: Money | None = Field(None, description="cap on the summed price of the nodes billed at once")
+    hard_stop: bool = Field(False, description="at the cap, destroy busy priced nodes too (tasks are redelivered)")
+    alert_thresholds: tuple[Annotated[Decimal, Field(gt=0, le=10)], ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1.0"))
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _sorted_thresholds(cls, thresholds: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        return tuple(sorted(set(thresholds)))
+
+
+class BudgetsConfig(_Frozen):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    global_: BudgetConfig | None = Field(None, alias="global", description="covers every pool")
+    pools: dict[str, BudgetConfig] = Field(default_factory=dict, description="one budget per named pool")
+
+
 class PoolConfig(_Frozen):
     """A node source: where nodes come from, how big they are, how many may exist."""
 
@@ -72,7 +111,9 @@ class PoolConfig(_Frozen):
     slots: StrictInt = Field(1, ge=1, le=256, description="concurrent tasks per node (agent concurrency)")
     min_nodes: StrictInt = Field(0, ge=0)
     max_nodes: StrictInt = Field(1, ge=0, le=100_000)
-    price_per_hour: float = Field(0.0, ge=0)
+    price_per_hour: Money = Decimal(0)
+    billing: BillingConfig = BillingConfig()
+    release: ReleaseConfig = ReleaseConfig()
     labels: tuple[str, ...] = ()
     boot_delay_s: float = Field(0.0, ge=0, description="local provider: simulated VM boot time")
     boot_timeout_s: float = Field(300.0, gt=0, description="a node not registered by then is failed")
@@ -126,7 +167,9 @@ class ClusterConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     policy: PolicyConfig = PolicyConfig()
     agent: AgentConfig = AgentConfig()
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of every price and budget")
     pools: tuple[PoolConfig, ...]
+    budgets: BudgetsConfig = BudgetsConfig()  # after pools: its validator checks pool names
 
     @field_validator("broker")
     @classmethod
@@ -152,6 +195,15 @@ class ClusterConfig(_Frozen):
         if duplicated:
             raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicated)}")
         return pools
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_pools_known(cls, budgets: BudgetsConfig, info: ValidationInfo) -> BudgetsConfig:
+        known = {p.name for p in info.data.get("pools") or ()}
+        unknown = sorted(set(budgets.pools) - known)
+        if unknown and "pools" in info.data:
+            raise ValueError(f"budgets.pools names unknown pool(s): {', '.join(unknown)}")
+        return budgets
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:

@@ -22,13 +22,16 @@ from sqlalchemy.orm import Session
 
 from policies.decision import Decision, Refusal
 from policies.load_factor import decide
-from policies.snapshot import Demand, NodeView, PoolView, Snapshot
+from policies.snapshot import BudgetView, Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
-from rm.config import ClusterConfig
+from rm.billing import UNIT_S
+from rm.budget import budget_views, record_alerts
+from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
+from rm.metrics import publish_budgets
 from rm.models import Node
 from rm.monitor import EventMonitor
 from rm.nodes import NodeKeeper, PendingActions
@@ -107,7 +110,10 @@ class Controller:
             self.keeper.progress_drains(session, nodes, now, pending)
             nodes = self.keeper.live_nodes(session)
             demand = self._measure_demand()
-            decision = decide(self._snapshot(nodes, demand), self.config().policy, now)
+            budgets = budget_views(session, self.config(), now)  # the config is re-read: a raised budget counts now
+            record_alerts(session, self.config(), budgets, now)
+            publish_budgets(self.config().cluster, budgets)
+            decision = decide(self._snapshot(nodes, demand, budgets), self.config().policy, now)
             self._act(session, decision, nodes, now, pending)
             nodes_by_pool = count_by_pool(self.keeper.live_nodes(session))
         pending.run(self.actuator)
@@ -138,7 +144,7 @@ class Controller:
             in_flight[labels] = in_flight.get(labels, 0) + count
         return build_demand(cluster, waiting, in_flight)
 
-    def _snapshot(self, nodes: Sequence[Node], demand: tuple[Demand, ...]) -> Snapshot:
+    def _snapshot(self, nodes: Sequence[Node], demand: tuple[Demand, ...], budgets: tuple[BudgetView, ...] = ()) -> Snapshot:
         views: dict[str, list[NodeView]] = {}
         for node in nodes:
             views.setdefault(node.pool, []).append(NodeView(
@@ -149,10 +155,10 @@ class Controller:
         pools = tuple(
             PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
                      labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
-                     launch_backoff_until=self.keeper.backoff_until(p.name))
+                     launch_backoff_until=self.keeper.backoff_until(p.name), **billing_fields(p))
             for p in self.config().pools
         )
-        return Snapshot(pools=pools, demand=demand)
+        return Snapshot(pools=pools, demand=demand, budgets=budgets)
 
     # -- acting ----------------------------------------------------------------------------
     def _act(self, session: Session, decision: Decision, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
@@ -164,9 +170,12 @@ class Controller:
                          data={"count": launch.count, "node_ids": node_ids})
         for drain in decision.drains:
             node = by_id.get(drain.node_id)
-            if node is None or node.status != NodeStatus.IDLE:
+            if node is None or node.status not in (NodeStatus.IDLE, NodeStatus.BUSY):
                 continue
-            self.keeper.drain(session, node, drain.cause, drain.message, now)
+            if drain.force:  # a hard cap with hard_stop: running tasks go back to the broker
+                self.keeper.destroy_now(session, node, drain.cause, drain.message, now, pending)
+            elif node.status == NodeStatus.IDLE:
+                self.keeper.drain(session, node, drain.cause, drain.message, now)
         drained = {d.node_id for d in decision.drains}
         self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
         self._explain_refusals(session, decision.refusals, now)
@@ -210,6 +219,12 @@ class Controller:
             "targets": [t.__dict__ for t in report.decision.targets],
             "nodes_by_pool": report.nodes_by_pool,
         }
+
+
+def billing_fields(pool: PoolConfig) -> dict[str, Any]:
+    """The pool's billing rule and release window, as the policy's PoolView spells them."""
+    return {"billing_unit_s": UNIT_S[pool.billing.granularity], "billing_minimum_s": pool.billing.minimum_s,
+            "release_before_end_s": pool.release.before_end_s}
 
 
 def count_by_pool(nodes: Sequence[Node]) -> dict[str, dict[str, int]]:

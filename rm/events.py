@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     ENROLLED = "enrolled"
     ENROL_REFUSED = "enrol-refused"
     ORPHAN = "orphan"
+    BUDGET_ALERT = "budget-alert"
 
 
 def record_event(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from rm.ledger import on_terminal
 from rm.models import Node, NodeHistory
 from rm.states import TERMINAL, TRANSITIONS, NodeStatus
 
@@ -32,6 +33,7 @@ def change_status(session: Session, node: Node, target: NodeStatus, reason: str,
     node.updated_at = now
     if target in TERMINAL:
         node.ended_at = now
+        on_terminal(session, node, current, target, now)  # the ledger stops billing once nothing can exist
     session.add(NodeHistory(node_id=node.id, from_status=current.value, to_status=target.value, reason=reason, at=now))
 
 

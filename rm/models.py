@@ -7,10 +7,25 @@ on one representation. The API renders them as ISO 8601 UTC.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class DecimalText(TypeDecorator):
+    """A Decimal stored as its text: exact on SQLite (whose NUMERIC is a float) and PostgreSQL alike."""
+
+    impl = String(48)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> str | None:
+        return None if value is None else str(Decimal(value))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
 
 
 class Base(DeclarativeBase):
@@ -127,3 +142,44 @@ class BootstrapToken(Base):
     token_hash: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class LedgerEntry(Base):
+    """One node's billed interval: opened at the launch request, closed at confirmed destruction.
+
+    The billing rule (price, unit, minimum) is copied in at launch, so a later price change in the
+    config never re-prices the past. ``billed_s`` and ``cost`` are set when the entry closes.
+    """
+
+    __tablename__ = "ledger"
+    __table_args__ = (Index("ix_ledger_open", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), unique=True)
+    pool: Mapped[str] = mapped_column(String(64), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    price_per_hour: Mapped[Decimal] = mapped_column(DecimalText)
+    unit_s: Mapped[int] = mapped_column(Integer)
+    minimum_s: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float, index=True)  # the launch request
+    ended_at: Mapped[float | None] = mapped_column(Float, default=None)  # confirmed destruction
+    billed_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    cost: Mapped[Decimal | None] = mapped_column(DecimalText, default=None)
+    end_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class BudgetAlert(Base):
+    """A budget threshold crossed in a period: recorded once, so a restart never repeats it."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (UniqueConstraint("scope", "period_start", "threshold"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(80))
+    period_start: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[Decimal] = mapped_column(DecimalText)
+    committed: Mapped[Decimal] = mapped_column(DecimalText)
+    amount: Mapped[Decimal] = mapped_column(DecimalText)
+    at: Mapped[float] = mapped_column(Float)

@@ -21,6 +21,7 @@ from rm.actuator import Actuator, Outcome
 from rm.config import ClusterConfig, PoolConfig
 from rm.demand import queues_for_pool
 from rm.events import EventKind, record_event
+from rm.ledger import confirm_destroyed, confirm_gone, open_entry
 from rm.lifecycle import change_status, create_node
 from rm.models import Node
 from rm.states import LIVE, REGISTERED, NodeStatus
@@ -113,6 +114,7 @@ class NodeKeeper:
             node = Node(id=node_id, cluster=self.config().cluster, pool=pool.name, provider=pool.provider,
                         slots=pool.slots, labels=list(pool.labels), worker=f"{node_id}@{self.config().cluster}", extra={})
             create_node(session, node, reason, now)
+            open_entry(session, node, pool, self.config().currency, now)  # billed from the launch request
             request = self._request_for(session, node, pool, now)
             if request is not None:
                 change_status(session, node, S.PROVISIONING, "launch handed to the provider", now)
@@ -138,6 +140,14 @@ class NodeKeeper:
         change_status(session, node, S.DRAINING, reason, now)
         record_event(session, EventKind.DRAIN, cause, reason, now=now, pool=node.pool, node_id=node.id)
         self.actuator.stop_consuming(node.worker, queues_for_pool(node.cluster, node.labels))
+
+    def destroy_now(self, session: Session, node: Node, cause: str, reason: str, now: float,
+                    pending: PendingActions) -> None:
+        """A hard stop: drain and destroy at once, running tasks included (the broker redelivers them)."""
+        self.drain(session, node, cause, reason, now)
+        change_status(session, node, S.TERMINATING, "hard stop: destroyed with its running tasks", now)
+        self._terminate_sent[node.id] = now
+        pending.terminations.append((node.pool, [node.id]))
 
     def _fence(self, session: Session, node: Node, target: NodeStatus, kind: EventKind, cause: str,
                message: str, now: float, pending: PendingActions) -> None:
@@ -187,6 +197,8 @@ class NodeKeeper:
             node = session.get(Node, node_id)
             if outcome.error is None:
                 self._terminate_sent.pop(node_id, None)
+                if node is not None:
+                    confirm_destroyed(session, node, now)  # a failed or lost node stops being billed
             if node is None or node.status != S.TERMINATING or outcome.error is not None:
                 continue
             change_status(session, node, S.TERMINATED, "the provider destroyed it", now)
@@ -197,6 +209,8 @@ class NodeKeeper:
     def _apply_listing(self, session: Session, outcome: Outcome, now: float, pending: PendingActions) -> None:
         pool, listed = outcome.pool, list(outcome.value or [])
         by_id = {c.node_id: c for c in listed}
+        confirm_gone(session, pool, {c.node_id for c in listed if c.state != CloudState.TERMINATED},
+                     outcome.started_at, now)
         busy = self.actuator.in_flight_nodes()
         for node in session.scalars(select(Node).where(Node.pool == pool, Node.status.in_([s.value for s in LIVE]))):
             if node.id in busy or node.updated_at >= outcome.started_at:

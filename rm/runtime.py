@@ -60,6 +60,15 @@ class Runtime:
     def config(self) -> ClusterConfig:
         return self._config
 
+    def replace_config(self, config: ClusterConfig) -> None:
+        """Use ``config`` from the next tick on: the controller reads ``config()`` every tick.
+
+        Meant for policy and money settings (budgets, prices, bounds); what was wired at start
+        (database, broker, pools' providers) keeps running as started.
+        """
+        log.info("configuration of cluster %s replaced; the next tick uses it", config.cluster)
+        self._config = config
+
     # -- start -----------------------------------------------------------------------------
     def start(self) -> "Runtime":
         config = self._config

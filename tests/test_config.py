@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import copy
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,7 @@ def test_demo_config_loads_exactly(tmp_path: Path, demo_yaml_text: str) -> None:
     assert burst.slots == 2
     assert burst.min_nodes == 0
     assert burst.max_nodes == 4
-    assert burst.price_per_hour == 0.40
+    assert burst.price_per_hour == Decimal("0.40")
     assert burst.labels == ()
     assert burst.boot_delay_s == 2.0
     assert burst.boot_timeout_s == 300.0
@@ -124,7 +126,8 @@ def test_demo_config_loads_exactly(tmp_path: Path, demo_yaml_text: str) -> None:
 def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
     """The whole model, defaults included, as one value: nothing extra, nothing missing."""
     config = load_config(_write(tmp_path, demo_yaml_text))
-    pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}, "bootstrap": BootstrapConfig().model_dump()}
+    pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}, "bootstrap": BootstrapConfig().model_dump(),
+                     "billing": {"granularity": "second", "minimum_s": 0}, "release": {"before_end_s": 120.0}}
     assert config.model_dump() == {
         "cluster": "demo",
         "database": "sqlite:///rm-demo.db",
@@ -147,6 +150,8 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "soft_shutdown_timeout_s": 10.0,
             "broker_url": None,
         },
+        "currency": "EUR",
+        "budgets": {"global_": None, "pools": {}},
         "pools": (
             {
                 "name": "onprem",
@@ -155,7 +160,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
                 "slots": 2,
                 "min_nodes": 1,
                 "max_nodes": 1,
-                "price_per_hour": 0.0,
+                "price_per_hour": Decimal("0"),
                 "boot_delay_s": 0.0,
                 **pool_defaults,
             },
@@ -166,7 +171,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
                 "slots": 2,
                 "min_nodes": 0,
                 "max_nodes": 4,
-                "price_per_hour": 0.40,
+                "price_per_hour": Decimal("0.40"),
                 "boot_delay_s": 2.0,
                 **pool_defaults,
             },

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rm.api import agents, cluster, jobs
+from rm.api import agents, cluster, costs, jobs
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -68,4 +68,5 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(cluster.router)
     app.include_router(agents.router)
+    app.include_router(costs.router)
     return app

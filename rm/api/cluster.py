@@ -36,7 +36,7 @@ def pools(who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, 
         out.append({
             "name": pool.name, "provider": pool.provider, "priority": pool.priority, "slots": pool.slots,
             "min_nodes": pool.min_nodes, "max_nodes": pool.max_nodes, "labels": list(pool.labels),
-            "price_per_hour": pool.price_per_hour, "nodes": counts.get(pool.name, {}), "target_nodes": targets.get(pool.name, {}).get("target_nodes"),
+            "price_per_hour": float(pool.price_per_hour), "nodes": counts.get(pool.name, {}), "target_nodes": targets.get(pool.name, {}).get("target_nodes"),
         })
     return out
 
