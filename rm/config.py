@@ -20,7 +20,8 @@ from providers.bootstrap import BootstrapConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
-MAX_LABELS_PER_POOL = 6  # a pool consumes one queue per subset of its labels: 2**6 = 64 at most
+MAX_LABELS_PER_POOL = 6
+CLOUD_LIST_INTERVAL_S = 10.0  # ARM allows ~12,000 reads an hour per subscription; a listing a tick would eat it  # a pool consumes one queue per subset of its labels: 2**6 = 64 at most
 
 
 class _Frozen(BaseModel):
@@ -119,6 +120,15 @@ class PoolConfig(_Frozen):
     boot_timeout_s: float = Field(300.0, gt=0, description="a node not registered by then is failed")
     settings: dict[str, Any] = Field(default_factory=dict, description="provider-specific settings")
     bootstrap: BootstrapConfig = Field(BootstrapConfig(), description="cloud pools: how a VM installs the agent")
+    list_interval_s: float | None = Field(
+        None, ge=0, description="seconds between listings of the pool's VMs; default: every tick for local, 10 for clouds")
+
+    @property
+    def listing_every_s(self) -> float:
+        """How often the pool's nodes are listed (cloud APIs have read rate limits)."""
+        if self.list_interval_s is not None:
+            return self.list_interval_s
+        return 0.0 if self.provider == "local" else CLOUD_LIST_INTERVAL_S
 
     @field_validator("labels")
     @classmethod

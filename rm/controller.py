@@ -73,6 +73,7 @@ class Controller:
         self.reports: deque[TickReport] = deque(maxlen=RECENT_TICKS)
         self.streaks: dict[str, int] = {}
         self._refusals_seen: dict[tuple, float] = {}
+        self._listed_at: dict[str, float] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
         self.ticks = 0
@@ -117,7 +118,7 @@ class Controller:
             self._act(session, decision, nodes, now, pending)
             nodes_by_pool = count_by_pool(self.keeper.live_nodes(session))
         pending.run(self.actuator)
-        self._request_listings()
+        self._request_listings(now)
         self.ticks += 1
         report = TickReport(now, time.monotonic() - started, demand, decision, nodes_by_pool)
         self.reports.append(report)
@@ -129,9 +130,12 @@ class Controller:
         self.jobs.reconcile(now)
         self.jobs.dispatch_ready(now)  # before demand is measured: what became ready counts this tick
 
-    def _request_listings(self) -> None:
+    def _request_listings(self, now: float) -> None:
+        """List each pool's nodes at its own pace (one listing in flight per pool)."""
         for pool in self.config().pools:
-            self.actuator.list_nodes(pool.name)
+            if now - self._listed_at.get(pool.name, float("-inf")) >= pool.listing_every_s:
+                self._listed_at[pool.name] = now
+                self.actuator.list_nodes(pool.name)
 
     def _measure_demand(self) -> tuple[Demand, ...]:
         cluster = self.config().cluster

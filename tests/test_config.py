@@ -127,7 +127,8 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
     """The whole model, defaults included, as one value: nothing extra, nothing missing."""
     config = load_config(_write(tmp_path, demo_yaml_text))
     pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}, "bootstrap": BootstrapConfig().model_dump(),
-                     "billing": {"granularity": "second", "minimum_s": 0}, "release": {"before_end_s": 120.0}}
+                     "billing": {"granularity": "second", "minimum_s": 0}, "release": {"before_end_s": 120.0},
+                     "list_interval_s": None}
     assert config.model_dump() == {
         "cluster": "demo",
         "database": "sqlite:///rm-demo.db",

@@ -48,6 +48,7 @@ def fake_cloud(name: str, tmp_path: Path, boot_agents: bool = True) -> Iterator[
 def cloud_pool(cloud: CloudUnderTest, **overrides: Any) -> dict[str, Any]:
     return {"name": "burst", "provider": cloud.name, "priority": 10, "slots": 2, "min_nodes": 0, "max_nodes": 3,
             "price_per_hour": 0.40, "boot_timeout_s": 90, "settings": cloud.settings, "bootstrap": PREBUILT,
+            "list_interval_s": 1,
             **overrides}
 
 
