@@ -26,7 +26,7 @@ from policies.snapshot import BudgetView, Demand, NodeView, PoolView, Snapshot
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
 from rm.billing import UNIT_S
-from rm.budget import budget_views, record_alerts
+from rm.budget import BudgetCache, budget_views, record_alerts
 from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
@@ -74,6 +74,7 @@ class Controller:
         self.streaks: dict[str, int] = {}
         self._refusals_seen: dict[tuple, float] = {}
         self._listed_at: dict[str, float] = {}
+        self._budget_cache = BudgetCache()
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
         self.ticks = 0
@@ -111,7 +112,7 @@ class Controller:
             self.keeper.progress_drains(session, nodes, now, pending)
             nodes = self.keeper.live_nodes(session)
             demand = self._measure_demand()
-            budgets = budget_views(session, self.config(), now)  # the config is re-read: a raised budget counts now
+            budgets = budget_views(session, self.config(), now, self._budget_cache)  # the config is re-read: a raised budget counts now
             record_alerts(session, self.config(), budgets, now)
             publish_budgets(self.config().cluster, budgets)
             decision = decide(self._snapshot(nodes, demand, budgets), self.config().policy, now)

@@ -20,7 +20,7 @@ from policies import decide
 from policies.decision import Cause
 from policies.snapshot import BudgetView, Demand, NodeView, PoolView, Snapshot
 from rm.billing import ZERO, cents
-from rm.budget import ConfiguredBudget, _view, period_bounds
+from rm.budget import ClosedShare, ConfiguredBudget, _view, period_bounds
 from rm.config import BudgetConfig
 from rm.costs import cost_report
 from rm.ledger import close_entry
@@ -219,7 +219,7 @@ def test_random_runs_never_launch_past_the_cap(seed: int, price: Decimal, unit: 
                 else:
                     node.view = replace(node.view, status=S.IDLE, idle_since=now)
         live = tuple(n.view for n in nodes if n.view.status not in (S.FAILED, S.TERMINATED))
-        view = _view(budget, "EUR", entries, period_bounds("month", now), now)
+        view = _view(budget, "EUR", entries, period_bounds("month", now), ClosedShare(), now)
         snapshot = Snapshot((replace(pool, nodes=live),), (Demand(frozenset(), rng.choice((0, 0, 3, 12))),), (view,))
         decision = decide(snapshot, Settings(idle_timeout_s=60), now)
         for launch in decision.launches:

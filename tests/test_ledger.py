@@ -178,3 +178,31 @@ def reports(store: Store, config: ClusterConfig, now: float) -> dict[str, object
                                   for g in ("pool", "provider", "day", "job", "owner")}
         out["budget"] = budget_status(session, config, now)
     return out
+
+
+def test_the_controllers_budget_cache_agrees_with_a_full_read_tick_after_tick(store: Store) -> None:
+    from rm.budget import BudgetCache, period_bounds
+    from rm.ledger import cost_between, entries_between
+
+    config = cluster(**{"global": {"period": "month", "amount": "100"},
+                        "pools": {"burst": {"period": "day", "amount": "10"}}})
+    rng = random.Random(3)
+    cache, live, now = BudgetCache(), [], T0
+    for tick in range(40):
+        now = T0 + 13 * 3600 + 300 * tick  # from 23:00 UTC: the daily budget turns over midway
+        for _ in range(rng.randint(0, 2)):  # launches, some on the previous UTC day's boundary
+            node_id = f"n{tick}-{len(live)}"
+            launch(store, config, node_id, rng.choice(["burst", "big"]), now - rng.uniform(0, 200))
+            live.append(node_id)
+        for node_id in [n for n in live if rng.random() < 0.3]:  # some run to the end and are destroyed
+            walk(store, node_id, now, *RUN_TO_TERMINATED)
+            live.remove(node_id)
+        with store.session() as session:
+            cached = budget_views(session, config, now, cache)
+            for view in cached:  # the reference: every entry of the period read and summed afresh
+                start, end = period_bounds(view.period, now)
+                entries = [e for e in entries_between(session, start, end) if view.pool in (None, e.pool)]
+                assert view.spent == sum((cost_between(e, start, end, now) for e in entries), ZERO), f"tick {tick}"
+                assert view.committed == sum((cost_between(e, start, end, now, committed=True) for e in entries),
+                                             ZERO), f"tick {tick}"
+    assert all(v.spent > ZERO for v in cached)
