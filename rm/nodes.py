@@ -64,6 +64,11 @@ def backoff_sentence(pool: str, kind: LaunchErrorKind | None, delay: float) -> s
     return f"; pool {pool} waits {delay:.0f} s before launching again{admin}"
 
 
+def launched_at(node: Node) -> float:
+    """When the node's current launch was requested: a launch resumed after a restart starts the boot clock anew."""
+    return max(node.created_at, (node.extra or {}).get("relaunched", 0.0))
+
+
 @dataclass
 class PendingActions:
     """Provider calls to make once the rows that explain them are committed."""
@@ -327,7 +332,7 @@ class NodeKeeper:
                          f"node {node.id} of pool {node.pool} is ready {took:.1f} s after its launch was requested",
                          now=now, pool=node.pool, node_id=node.id, data={"boot_s": round(took, 3)})
             self._track_busy(session, node, now)
-        elif now - node.created_at > pool.boot_timeout_s:
+        elif now - launched_at(node) > pool.boot_timeout_s:
             self._fence(session, node, S.FAILED, EventKind.BOOT_TIMEOUT, "boot-timeout",
                         f"node {node.id} of pool {node.pool} did not register within boot_timeout_s "
                         f"({pool.boot_timeout_s:.0f} s): destroying it" + self._launch_failed(node, now), now, pending)

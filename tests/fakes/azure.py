@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from providers.base import PoolSpec
-from tests.fakes.common import CloudUnderTest, Fault, FakeCloudState, FakeVm
+from tests.fakes.common import CloudUnderTest, Fault, FakeCloudState, FakeVm, patched_env
 from tests.fakes.server import serve
 
 SUBSCRIPTION_ID = "5f1c2a9e-0000-4000-8000-00000000c0de"
@@ -454,20 +453,6 @@ def pool_settings(base_url: str, ca_bundle: str | None = None, **overrides: Any)
 
 
 @contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-@contextmanager
 def start_with_fake(tmp_path: str | Path, **overrides: Any) -> Iterator[tuple[CloudUnderTest, FakeAzure]]:
     """Like :func:`start`, also yielding the fake app (its knobs and the bodies it received)."""
     from providers.azure import PROVIDER
@@ -477,7 +462,7 @@ def start_with_fake(tmp_path: str | Path, **overrides: Any) -> Iterator[tuple[Cl
     secret = "fake-sp-secret-" + secrets.token_urlsafe(12)
     fake = FakeAzure(state, client_secret=secret)
     env = {SECRET_ENV: secret}
-    with serve(fake, tls=True, tmp_dir=tmp_path) as served, _environ(env):
+    with serve(fake, tls=True, tmp_dir=tmp_path) as served, patched_env(env):
         settings = pool_settings(served.base_url, **{"ca_bundle": served.ca_bundle, **overrides})
         provider = PROVIDER(state_dir=tmp_path, cluster="conf")
         spec = PoolSpec(name="burst", cluster="conf", slots=2, settings=settings)

@@ -9,9 +9,11 @@ to it, so serialization, auth and long-running-operation polling all run.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -173,3 +175,22 @@ class CloudUnderTest:
         with self.state.lock:
             self.state.vms[vm.ref] = vm
         return vm
+
+
+@contextmanager
+def patched_env(env: dict[str, str]) -> Iterator[None]:
+    """The manager's environment with a fake's credentials in it (restored after).
+
+    Why here: every fake's ``start`` puts the secret its provider reads from the environment
+    (a service principal's, a Keystone password, an EC2 secret key) in place the same way.
+    """
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

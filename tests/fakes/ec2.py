@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -39,7 +38,7 @@ from urllib.parse import parse_qsl, quote
 from xml.sax.saxutils import escape
 
 from providers.base import PoolSpec
-from tests.fakes.common import CloudUnderTest, FakeCloudState, FakeVm, Fault
+from tests.fakes.common import CloudUnderTest, FakeCloudState, FakeVm, Fault, patched_env
 from tests.fakes.server import serve
 
 NAMESPACE = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -429,20 +428,6 @@ def settings_for(served: Any, **overrides: Any) -> dict[str, Any]:
         settings["ca_bundle"] = served.ca_bundle
     settings.update(overrides)
     return settings
-
-
-@contextmanager
-def patched_env(env: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextmanager

@@ -9,9 +9,9 @@ network look-ups of ``find_*``. Error bodies use each service's real shapes
 (``{"forbidden": {...}}``, ``{"itemNotFound": ...}``, Keystone's ``{"error": ...}``,
 ``{"NeutronError": ...}``) so the SDK's error parsing runs as against a real cloud.
 
-The catalog has the shape of openstacksdk's ``ConnectionFixture`` / keystoneauth's v3 token
-fixture (service type, name, endpoints per interface and region); those fixtures are not
-usable here (they need the ``fixtures`` package and serve no HTTP), so it is written out.
+This module is the WSGI app and Nova; Keystone, version discovery, Glance and Neutron are in
+:mod:`tests.fakes.openstack_services` (their credentials are re-exported here, as tests read
+them as ``fake.PASSWORD`` and so on).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import threading
 import time
@@ -27,32 +26,36 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from providers.base import PoolSpec
-from tests.fakes.common import CloudUnderTest, FakeCloudState, FakeVm, Fault
+from tests.fakes.common import CloudUnderTest, FakeCloudState, FakeVm, Fault, patched_env
+from tests.fakes.openstack_services import (  # noqa: F401 - credentials re-exported for the tests
+    APP_CRED_ID,
+    APP_CRED_SECRET,
+    MAX_MICROVERSION,
+    MIN_MICROVERSION,
+    PASSWORD,
+    PROJECT_ID,
+    PROJECT_NAME,
+    REGION,
+    USERNAME,
+    HttpError,
+    Image,
+    Network,
+    OpenStackServices,
+    keystone_401,
+    now_iso,
+)
 from tests.fakes.server import serve
 
-MAX_MICROVERSION = "2.96"
-MIN_MICROVERSION = "2.1"
-USERNAME = "hybrid-rm"
-PASSWORD = "os-pw-5f2c9e1a7b"  # what start() puts in the password environment variable
 PASSWORD_ENV = "HYBRID_RM_TEST_OS_PASSWORD"
-APP_CRED_ID = "appcred-0001"
-APP_CRED_SECRET = "os-appcred-secret-93be01"
-PROJECT_NAME = "burst"
-PROJECT_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
-REGION = "RegionOne"
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 TAG_MAX_LENGTH = 60
 USER_DATA_MAX = 65535
-
-
-def _now_iso(delta_s: float = 0.0) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=delta_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _mv(text: str) -> tuple[int, int]:
@@ -69,33 +72,10 @@ class Flavor:
     disk: int
 
 
-@dataclass
-class Image:
-    id: str
-    name: str
-
-
-@dataclass
-class Network:
-    id: str
-    name: str
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
 def nova_error(status: int, message: str) -> HttpError:
     key = {400: "badRequest", 403: "forbidden", 404: "itemNotFound", 409: "conflictingRequest",
            413: "overLimit", 429: "overLimit"}.get(status, "computeFault")
     return HttpError(status, {key: {"code": status, "message": message}})
-
-
-def keystone_401(message: str = "The request you have made requires authentication.") -> HttpError:
-    return HttpError(401, {"error": {"code": 401, "title": "Unauthorized", "message": message}},
-                     {"WWW-Authenticate": 'Keystone uri="/identity"'})
 
 
 @dataclass
@@ -110,7 +90,7 @@ class Call:
 
 
 @dataclass
-class FakeOpenStack:
+class FakeOpenStack(OpenStackServices):
     """The WSGI app. ``state`` holds the VMs; the rest is the cloud's static inventory."""
 
     state: FakeCloudState
@@ -179,98 +159,6 @@ class FakeOpenStack:
             return self._image(method, parts[2:], query)
         return self._network(method, parts[2:], query)
 
-    # -- Keystone ----------------------------------------------------------------------------
-    def _identity(self, method: str, parts: list[str], body: Any, base: str) -> tuple[int, Any, dict[str, str]]:
-        v3 = {"id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
-              "links": [{"rel": "self", "href": f"{base}/identity/v3/"}],
-              "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}]}
-        if method == "GET" and not parts:
-            return 300, {"versions": {"values": [v3]}}, {}
-        if method == "GET" and parts == ["v3"]:
-            return 200, {"version": v3}, {}
-        if method == "POST" and parts == ["v3", "auth", "tokens"]:
-            return self._issue_token(body or {}, base)
-        raise HttpError(404, {"error": {"code": 404, "title": "Not Found", "message": "not emulated"}})
-
-    def _issue_token(self, body: dict, base: str) -> tuple[int, Any, dict[str, str]]:
-        identity = body.get("auth", {}).get("identity", {})
-        methods = identity.get("methods", [])
-        with self._lock:
-            if self.reject_auth > 0:
-                self.reject_auth -= 1
-                raise keystone_401()
-        if methods == ["password"]:
-            user = identity.get("password", {}).get("user", {})
-            project = body.get("auth", {}).get("scope", {}).get("project", {})
-            if (user.get("name") != USERNAME or user.get("password") != PASSWORD
-                    or user.get("domain", {}).get("name") != "Default"
-                    or not (project.get("id") == PROJECT_ID or (project.get("name") == PROJECT_NAME
-                                                              and project.get("domain", {}).get("name") == "Default"))):
-                raise keystone_401()
-        elif methods == ["application_credential"]:
-            cred = identity.get("application_credential", {})
-            if cred.get("id") != APP_CRED_ID or cred.get("secret") != APP_CRED_SECRET:
-                raise keystone_401()
-        else:
-            raise keystone_401()
-        token = uuid.uuid4().hex
-        with self._lock:
-            self.tokens.add(token)
-
-        def service(kind: str, name: str, url: str) -> dict:
-            return {"id": uuid.uuid4().hex, "type": kind, "name": name, "endpoints": [
-                {"id": uuid.uuid4().hex, "interface": interface, "region": REGION, "region_id": REGION, "url": url}
-                for interface in ("public", "internal", "admin")]}
-
-        domain = {"id": "default", "name": "Default"}
-        payload = {"token": {
-            "methods": methods, "audit_ids": [uuid.uuid4().hex[:22]],
-            "expires_at": _now_iso(3600), "issued_at": _now_iso(),
-            "user": {"id": uuid.uuid4().hex, "name": USERNAME, "domain": domain, "password_expires_at": None},
-            "project": {"id": PROJECT_ID, "name": PROJECT_NAME, "domain": domain},
-            "is_domain": False, "roles": [{"id": uuid.uuid4().hex, "name": "member"}],
-            "catalog": [service("identity", "keystone", f"{base}/identity"),
-                        service("compute", "nova", f"{base}/compute/v2.1"),
-                        service("image", "glance", f"{base}/image"),
-                        service("network", "neutron", f"{base}/networking")],
-        }}
-        if methods == ["application_credential"]:
-            payload["token"]["application_credential"] = {"id": APP_CRED_ID, "name": "hybrid-rm", "restricted": True}
-        return 201, payload, {"X-Subject-Token": token}
-
-    def _authenticate(self, headers: dict) -> None:
-        with self._lock:
-            if headers.get("x-auth-token") not in self.tokens:
-                raise keystone_401()
-
-    def _revoke(self) -> None:
-        """An AUTH fault: every token becomes invalid and the re-authentication is refused once."""
-        with self._lock:
-            self.tokens.clear()
-            self.reject_auth += 1
-
-    # -- version discovery -------------------------------------------------------------------
-    def _versions(self, service: str, rest: list[str], base: str) -> tuple[int, Any, dict[str, str]]:
-        if service == "compute":
-            v21 = {"id": "v2.1", "status": "CURRENT", "version": MAX_MICROVERSION, "min_version": MIN_MICROVERSION,
-                   "updated": "2013-07-23T11:33:21Z", "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}]}
-            v20 = {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
-                   "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": f"{base}/compute/v2/"}]}
-            if rest == ["v2.1"]:
-                return 200, {"version": v21}, {}
-            if not rest:
-                return 200, {"versions": [v20, v21]}, {}
-        if service == "image" and not rest:
-            versions = [{"id": f"v2.{minor}", "status": "CURRENT" if minor == 15 else "SUPPORTED",
-                         "links": [{"rel": "self", "href": f"{base}/image/v2/"}]} for minor in (15, 9, 0)]
-            return 300, {"versions": versions}, {}
-        if service == "networking" and not rest:
-            return 200, {"versions": [{"id": "v2.0", "status": "CURRENT",
-                                       "links": [{"rel": "self", "href": f"{base}/networking/v2.0/"}]}]}, {}
-        if service == "networking" and rest == ["v2.0"]:
-            return 200, {"resources": [{"name": "network", "collection": "networks", "links": [
-                {"rel": "self", "href": f"{base}/networking/v2.0/networks"}]}]}, {}
-        raise HttpError(404, {"message": "no such version"})
 
     # -- faults ------------------------------------------------------------------------------
     def _fault(self, op: str) -> Fault | None:
@@ -502,7 +390,7 @@ class FakeOpenStack:
             "id": vm.ref, "name": vm.name, "status": status, "tenant_id": PROJECT_ID, "user_id": "u-hybrid",
             "metadata": vm.extra.get("metadata", dict(vm.tags)), "hostId": "" if status == "BUILD" else "h1",
             "created": datetime.fromtimestamp(vm.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "updated": _now_iso(), "image": {"id": vm.image, "links": []}, "key_name": vm.extra.get("key_name"),
+            "updated": now_iso(), "image": {"id": vm.image, "links": []}, "key_name": vm.extra.get("key_name"),
             "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": task_state, "OS-EXT-STS:power_state": power,
             "OS-EXT-AZ:availability_zone": vm.extra.get("availability_zone", "nova"), "OS-DCF:diskConfig": "MANUAL",
             "accessIPv4": "", "accessIPv6": "", "progress": 0, "config_drive": "", "locked": False,
@@ -523,47 +411,8 @@ class FakeOpenStack:
         if mv >= (2, 26):
             server["tags"] = self.nova_tags(vm)
         if status == "ERROR":
-            server["fault"] = {"code": 500, "created": _now_iso(), "message": vm.extra.get("fault", "")}
+            server["fault"] = {"code": 500, "created": now_iso(), "message": vm.extra.get("fault", "")}
         return server
-
-    # -- Glance and Neutron ------------------------------------------------------------------
-    def _image(self, method: str, parts: list[str], query: dict) -> tuple[int, Any, dict[str, str]]:
-        def render(image: Image) -> dict:
-            return {"id": image.id, "name": image.name, "status": "active", "visibility": "public",
-                    "disk_format": "qcow2", "container_format": "bare", "min_disk": 0, "min_ram": 0,
-                    "protected": False, "os_hidden": False, "tags": [], "owner": PROJECT_ID,
-                    "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-                    "self": f"/v2/images/{image.id}", "file": f"/v2/images/{image.id}/file",
-                    "schema": "/v2/schemas/image"}
-
-        if method == "GET" and parts == ["images"]:
-            name = query.get("name", [None])[0]
-            found = [render(i) for i in self.images if name is None or i.name == name]
-            return 200, {"images": found, "schema": "/v2/schemas/images", "first": "/v2/images"}, {}
-        if method == "GET" and len(parts) == 2 and parts[0] == "images":
-            for image in self.images:
-                if image.id == parts[1]:
-                    return 200, render(image), {}
-            raise HttpError(404, {"message": f"No image found with ID {parts[1]}", "code": "404 Not Found",
-                                  "title": "Not Found"})
-        raise HttpError(404, {"message": "not emulated"})
-
-    def _network(self, method: str, parts: list[str], query: dict) -> tuple[int, Any, dict[str, str]]:
-        def render(network: Network) -> dict:
-            return {"id": network.id, "name": network.name, "status": "ACTIVE", "admin_state_up": True,
-                    "subnets": [], "shared": False, "tenant_id": PROJECT_ID, "project_id": PROJECT_ID,
-                    "router:external": network.name == "public", "mtu": 1450, "tags": []}
-
-        if method == "GET" and parts == ["networks"]:
-            name = query.get("name", [None])[0]
-            return 200, {"networks": [render(n) for n in self.networks if name is None or n.name == name]}, {}
-        if method == "GET" and len(parts) == 2 and parts[0] == "networks":
-            for network in self.networks:
-                if network.id == parts[1]:
-                    return 200, {"network": render(network)}, {}
-            raise HttpError(404, {"NeutronError": {"type": "NetworkNotFound", "detail": "",
-                                                   "message": f"Network {parts[1]} could not be found."}})
-        raise HttpError(404, {"NeutronError": {"type": "HTTPNotFound", "detail": "", "message": "not emulated"}})
 
     # -- helpers for tests -------------------------------------------------------------------
     def bodies(self, method: str, suffix: str) -> list[Call]:
@@ -590,20 +439,6 @@ def settings_for(base_url: str, **overrides: Any) -> dict[str, Any]:
     }
     settings.update(overrides)
     return settings
-
-
-@contextmanager
-def patched_env(env: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextmanager
