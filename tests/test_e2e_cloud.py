@@ -200,7 +200,7 @@ def test_manager_killed_mid_launch_restarts_without_leak_or_double_launch(tmp_pa
 
 def test_a_hung_cloud_never_stalls_the_loop_or_the_other_pools(tmp_path: Path) -> None:
     with fake_cloud("openstack", tmp_path) as (cloud, _runner):
-        cloud.state.create_delay_s = 20.0  # the cloud takes every create and answers 20 s later
+        cloud.state.create_delay_s = 10.0  # the cloud takes every create and answers 10 s later
         pool = cloud_pool(cloud, settings={**cloud.settings, "request_timeout_s": 60})
         running = Running(cluster_config(tmp_path, [pool]))
         try:
