@@ -158,6 +158,7 @@
     const target = $("#chart-spend");
     if (!me || me.role !== "admin") { target.replaceChildren(h("p", { class: "muted" }, "Spend over time: cost reports are for admins.")); return; }
     const report = await api("/api/v1/costs?group_by=day");
+    if (!report.rows.length) { target.replaceChildren(h("p", { class: "muted" }, `Spend over time: nothing billed this month (${report.currency}).`)); return; }
     RmChart.bars(target, `spend per day (${report.currency}) this month`, report.rows.map(r => r.day), report.rows.map(r => Number(r.cost)), "#7b3fa0");
   }
 

@@ -23,12 +23,12 @@ window.RmChart = (function () {
     return svg;
   }
   function axes(svg, max, labels) {
-    const pad = { l: 36, r: 8, t: 8, b: 22 };
+    const pad = { l: 46, r: 8, t: 8, b: 22 };
     for (let i = 0; i <= 4; i++) {
       const y = pad.t + (200 - pad.t - pad.b) * (1 - i / 4);
       svg.append(el("line", { x1: pad.l, x2: 600 - pad.r, y1: y, y2: y, stroke: "#e3e8ee" }));
       svg.append(el("text", { x: pad.l - 4, y: y + 4, "text-anchor": "end", "font-size": 10, fill: "#5a6a7a" },
-        String(Math.round(max * i / 4 * 100) / 100)));
+        String(Number((max * i / 4).toPrecision(3)))));
     }
     if (labels.length) {
       svg.append(el("text", { x: pad.l, y: 196, "font-size": 10, fill: "#5a6a7a" }, labels[0]));
