@@ -197,3 +197,15 @@ def test_rmctl_policy_show_validate_apply_history_dry_run(running: Running, tmp_
     assert history.exit_code == 0 and "pools.burst.max_nodes 4 -> 2" in history.output
     good.write_text(yaml.safe_dump({"pools": {"burst": {"max_nodes": 4}}}))
     assert rmctl(running, "policy", "apply", str(good)).exit_code == 0
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_exposed(running: Running) -> None:
+    import json
+    import re
+
+    dashboard = json.loads((Path(__file__).parent.parent / "config" / "grafana-hybrid-rm.json").read_text())
+    names = {re.sub(r"_(total|bucket)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\brm_[a-z_]+", target["expr"])}
+    text = admin(running).get("/metrics").text
+    missing = sorted(name for name in names if f"# TYPE {name} " not in text and f"# TYPE {name}_total " not in text)
+    assert len(names) >= 12 and missing == [], missing
