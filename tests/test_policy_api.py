@@ -40,7 +40,8 @@ def admin(running: Running) -> httpx.Client:
     return http(running, running.runtime.token_path.read_text().strip())
 
 
-def gauge(text: str, name: str, **labels: str) -> float | None:
+def gauge(text: str, name: str, **labels: str) -> float:
+    """A sample's value; the registry is per process, so tests name the cluster (other runtimes ran before)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in text.splitlines():
         if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -109,7 +110,7 @@ def test_a_valid_put_is_versioned_explained_and_used_from_the_next_tick(running:
     assert answer["pools"]["burst"]["max_nodes"] == 3 and answer["version"] >= 1
     wait_for("a tick after the change", lambda: any(r.at >= applied_at for r in running.runtime.controller.reports))
     metrics = client.get("/metrics").text
-    assert gauge(metrics, "rm_pool_max_nodes", pool="burst") == 3.0, "the next tick did not use the new max"
+    assert gauge(metrics, "rm_pool_max_nodes", cluster="demo", pool="burst") == 3.0, "the next tick did not use the new max"
     history = client.get("/api/v1/policy/history").json()
     assert history[0]["version"] == answer["version"] and history[0]["by"] == "local-cli"
     assert history[0]["changes"] == answer["changes"]
@@ -134,11 +135,12 @@ def test_events_filter_by_time_and_refuse_a_bad_instant(running: Running) -> Non
 def test_metrics_need_a_token_and_carry_the_figures(running: Running) -> None:
     assert http(running).get("/metrics").status_code == 401
     text = http(running, token(running, Role.VIEWER)).get("/metrics").text
-    assert gauge(text, "rm_nodes", pool="onprem", state="idle") + gauge(text, "rm_nodes", pool="onprem", state="busy") == 1
-    assert gauge(text, "rm_pool_slots", pool="onprem") == 2
-    assert gauge(text, "rm_tick_seconds_count") > 0 and gauge(text, "rm_decision_seconds_count") > 0
+    assert gauge(text, "rm_nodes", cluster="demo", pool="onprem", state="idle") + \
+        gauge(text, "rm_nodes", cluster="demo", pool="onprem", state="busy") == 1
+    assert gauge(text, "rm_pool_slots", cluster="demo", pool="onprem") == 2
+    assert gauge(text, "rm_tick_seconds_count", cluster="demo") > 0 and gauge(text, "rm_decision_seconds_count", cluster="demo") > 0
     assert gauge(text, "rm_events_total", kind="launch", pool="onprem") >= 1
-    assert gauge(text, "rm_nodes_launched_total", pool="onprem") >= 1
+    assert gauge(text, "rm_nodes_launched_total", cluster="demo", pool="onprem") >= 1
 
 
 def test_a_token_link_becomes_a_session_cookie_and_cookie_changes_need_the_csrf_header(running: Running) -> None:
