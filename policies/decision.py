@@ -25,6 +25,7 @@ class Cause(StrEnum):
     BURN_RATE = "burn_rate"  # refusal: the launch would pass a budget's max_burn_per_hour
     HARD_CAP = "hard_cap"  # drain: the money spent in the period reached a budget
     PAID_TIME = "paid_time"  # not yet: an idle node is kept until shortly before its paid time ends
+    WINDOW = "window"  # refusal / drain: the pool is outside its bursting windows
 
 
 @dataclass(frozen=True)

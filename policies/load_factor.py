@@ -21,6 +21,9 @@ The steps, in ProActive's load-factor semantics:
    priced pool) once its paid time is nearly over.
 6. Money (:mod:`policies.budget`): launches are trimmed to what the budgets allow, and at a
    budget's hard cap the priced pools' idle nodes are drained.
+7. Bursting windows: a pool outside its windows offers only its busy nodes (the mechanism a
+   backing-off pool uses, minus the second pass), so its demand falls through to the next pool;
+   it launches nothing, not even for ``min_nodes``, and its idle nodes are drained at once.
 """
 
 from __future__ import annotations
@@ -125,9 +128,24 @@ def backing_off(pool: PoolView, now: float) -> bool:
     return pool.launch_backoff_until > now
 
 
+def busy_nodes(pool: PoolView) -> int:
+    """Nodes running something: they keep serving the tasks they hold until those finish."""
+    return sum(1 for node in pool.nodes if node.status in SERVING and node.running_tasks > 0)
+
+
 def usable_nodes(pool: PoolView, now: float) -> int:
-    """Nodes a pool can offer this tick: ``max_nodes``, or only those it has while it backs off."""
+    """Nodes a pool can offer this tick: ``max_nodes``; only those it has while it backs off;
+    only its busy ones outside its bursting windows (its idle ones are being released)."""
+    if not pool.window_open:
+        return min(busy_nodes(pool), pool.max_nodes)
     return min(count_nodes(pool, SERVING), pool.max_nodes) if backing_off(pool, now) else pool.max_nodes
+
+
+def window_fall_through(pool: PoolView, labels: LabelSet, slots: int) -> Refusal:
+    """Explain demand sent past a pool outside its bursting windows."""
+    message = (f"pool {pool.name} is outside its bursting windows: {slots} slot(s) of demand for labels "
+               f"{format_labels(labels)} fall through to the next pool(s) by priority")
+    return Refusal(Cause.WINDOW, message, pool=pool.name, labels=labels, unmet_slots=slots)
 
 
 def fall_through_refusal(pool: PoolView, labels: LabelSet, slots: int, now: float) -> Refusal:
@@ -157,14 +175,19 @@ def allocate(
             continue
         remaining = slots
         skipped: dict[str, int] = {}
+        closed: dict[str, int] = {}
         for pool in eligible:
             room = usable_nodes(pool, now) * pool.slots - allocated[pool.name]
             take = min(remaining, max(room, 0))
             allocated[pool.name] += take
             remaining -= take
-            if backing_off(pool, now) and remaining > 0:
+            if not pool.window_open and remaining > 0:
+                closed[pool.name] = min(remaining, (pool.max_nodes - busy_nodes(pool)) * pool.slots)
+            elif backing_off(pool, now) and remaining > 0:
                 skipped[pool.name] = min(remaining, pool.max_nodes * pool.slots - allocated[pool.name])
         for pool in eligible:
+            if not pool.window_open:  # a closed window takes nothing back: it may not launch at all
+                continue
             take = min(remaining, pool.max_nodes * pool.slots - allocated[pool.name])
             allocated[pool.name] += take
             remaining -= take
@@ -173,6 +196,8 @@ def allocate(
         for pool in eligible:
             if skipped.get(pool.name, 0) > 0:
                 refusals.append(fall_through_refusal(pool, labels, skipped[pool.name], now))
+            if closed.get(pool.name, 0) > 0:
+                refusals.append(window_fall_through(pool, labels, closed[pool.name]))
         if remaining > 0:
             refusals.append(max_reached_refusal(labels, remaining, eligible))
     return allocated, refusals
@@ -244,6 +269,10 @@ def plan_launch(plan: _PoolPlan, settings: PolicySettings, now: float) -> tuple[
     want = plan.target - plan.serving
     if want <= 0:
         return [], []
+    if not plan.pool.window_open:
+        message = (f"pool {plan.pool.name} would launch {want} node(s) (min_nodes {plan.pool.min_nodes}) "
+                   f"but is outside its bursting windows")
+        return [], [Refusal(Cause.WINDOW, message, pool=plan.pool.name, unmet_slots=want * plan.pool.slots)]
     if backing_off(plan.pool, now):
         return [], [backoff_refusal(plan, want, now)]
     room = max(plan.pool.max_nodes - plan.live, 0)
@@ -306,7 +335,10 @@ def plan_release(
     plan: _PoolPlan, settings: PolicySettings, now: float
 ) -> tuple[list[str], list[Drain], list[Refusal]]:
     """Cautious scale-down: drain a surplus node only once it has been idle ``idle_timeout_s``
-    *and* recommended on ``scale_down_ticks`` consecutive ticks."""
+    *and* recommended on ``scale_down_ticks`` consecutive ticks. Outside its bursting windows a
+    pool's idle nodes are drained at once."""
+    if not plan.pool.window_open:
+        return [], window_drains(plan, now), []
     candidates, drains, refusals = [], [], []
     for node in release_candidates(plan, now):
         candidates.append(node.id)
@@ -321,6 +353,13 @@ def plan_release(
         else:
             refusals.append(pending_refusal(plan, node, settings))
     return candidates, drains, refusals
+
+
+def window_drains(plan: _PoolPlan, now: float) -> list[Drain]:
+    """Every idle node (nothing running) of a pool whose bursting windows are all closed."""
+    message = "release node {id}: pool {pool} is outside its bursting windows and the node is idle ({idle:.1f} s)"
+    return [Drain(n.id, plan.pool.name, Cause.WINDOW, message.format(id=n.id, pool=plan.pool.name, idle=idle_for(n, now)))
+            for n in sorted(plan.pool.nodes, key=lambda n: n.id) if idle_for(n, now) is not None]
 
 
 def admit_launches(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ from rm.client import ApiClient, ApiError, resolve_client
 from rm.config import ClusterConfig, ConfigError, load_config
 from rm.jobs import FINISHED_JOB, FINISHED_TASK
 from rm.logs import setup_logging
+
+if __name__ == "__main__":  # `python -m rm.cli`: let rm.cli_policy import this module rather than a second copy
+    sys.modules.setdefault("rm.cli", sys.modules[__name__])
 
 app = typer.Typer(help="hybrid-rm: an elastic resource manager that bursts from on-premises to the cloud.",
                   no_args_is_help=True, add_completion=False)
@@ -234,6 +238,11 @@ def budget(config: Optional[Path] = ConfigOption, api: Optional[str] = ApiOption
            [[b["scope"], b["period"], b["amount"], b["spent"], b["committed"], b["remaining"], b["projected"],
              b["burn_per_hour"], b["max_burn_per_hour"], " ".join(a["threshold"] for a in b["alerts"])]
             for b in status["budgets"]])
+
+
+from rm.cli_policy import policy_app  # noqa: E402 - it reuses this module's options and helpers
+
+app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:

@@ -51,6 +51,9 @@ class ApiClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self._check(self._http.post(path, json=body))
 
+    def put(self, path: str, body: Any = None) -> Any:
+        return self._check(self._http.put(path, json=body))
+
     def close(self) -> None:
         self._http.close()
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from providers.bootstrap import BootstrapConfig
+from rm.windows import WindowConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
@@ -122,6 +123,8 @@ class PoolConfig(_Frozen):
     bootstrap: BootstrapConfig = Field(BootstrapConfig(), description="cloud pools: how a VM installs the agent")
     list_interval_s: float | None = Field(
         None, ge=0, description="seconds between listings of the pool's VMs; default: every tick for local, 10 for clouds")
+    windows: tuple[WindowConfig, ...] = Field(
+        (), max_length=32, description="bursting windows: the pool launches only inside one (none: always)")
 
     @property
     def listing_every_s(self) -> float:

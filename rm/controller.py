@@ -31,12 +31,13 @@ from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
-from rm.metrics import publish_budgets
+from rm.metrics import publish_budgets, publish_tick
 from rm.models import Node
 from rm.monitor import EventMonitor
 from rm.nodes import NodeKeeper, PendingActions
 from rm.states import NodeStatus
 from rm.store import Store
+from rm.windows import describe, window_open
 
 log = logging.getLogger("rm.controller")
 
@@ -75,6 +76,7 @@ class Controller:
         self._refusals_seen: dict[tuple, float] = {}
         self._listed_at: dict[str, float] = {}
         self._budget_cache = BudgetCache()
+        self._windows_seen: dict[str, bool] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
         self.ticks = 0
@@ -112,10 +114,15 @@ class Controller:
             self.keeper.progress_drains(session, nodes, now, pending)
             nodes = self.keeper.live_nodes(session)
             demand = self._measure_demand()
-            budgets = budget_views(session, self.config(), now, self._budget_cache)  # the config is re-read: a raised budget counts now
-            record_alerts(session, self.config(), budgets, now)
-            publish_budgets(self.config().cluster, budgets)
-            decision = decide(self._snapshot(nodes, demand, budgets), self.config().policy, now)
+            config = self.config()  # re-read every tick: a raised budget or an applied policy counts now
+            budgets = budget_views(session, config, now, self._budget_cache)
+            record_alerts(session, config, budgets, now)
+            publish_budgets(config.cluster, budgets)
+            snapshot = self.snapshot(nodes, demand, budgets, config, now)
+            self._explain_windows(session, snapshot, config, now)
+            deciding = time.monotonic()
+            decision = decide(snapshot, config.policy, now)
+            decide_s = time.monotonic() - deciding
             self._act(session, decision, nodes, now, pending)
             nodes_by_pool = count_by_pool(self.keeper.live_nodes(session))
         pending.run(self.actuator)
@@ -123,7 +130,22 @@ class Controller:
         self.ticks += 1
         report = TickReport(now, time.monotonic() - started, demand, decision, nodes_by_pool)
         self.reports.append(report)
+        publish_tick(config, report, decide_s)
         return report
+
+    def dry_run(self, config: ClusterConfig) -> Decision:
+        """The decision ``config`` would take on the current snapshot; nothing is acted on.
+
+        Demand is the last tick's (measuring it again would race the controller thread over the
+        activity tracker); nodes, budgets and bursting windows are read now.
+        """
+        now = self.clock()
+        demand = self.reports[-1].demand if self.reports else ()
+        with self.store.session() as session:
+            nodes = self.keeper.live_nodes(session)
+            budgets = budget_views(session, config, now)
+            session.expunge_all()
+        return decide(self.snapshot(nodes, demand, budgets, config, now), config.policy, now)
 
     def _observe_agents(self, now: float) -> None:
         updates = [self.tracker.apply(event, at) for at, event in self.monitor.drain()]
@@ -149,7 +171,11 @@ class Controller:
             in_flight[labels] = in_flight.get(labels, 0) + count
         return build_demand(cluster, waiting, in_flight)
 
-    def _snapshot(self, nodes: Sequence[Node], demand: tuple[Demand, ...], budgets: tuple[BudgetView, ...] = ()) -> Snapshot:
+    def snapshot(self, nodes: Sequence[Node], demand: tuple[Demand, ...], budgets: tuple[BudgetView, ...] = (),
+                 config: ClusterConfig | None = None, now: float | None = None) -> Snapshot:
+        """The policy's input, built without acting: ``config`` and ``now`` default to the live ones."""
+        config = config or self.config()
+        now = self.clock() if now is None else now
         views: dict[str, list[NodeView]] = {}
         for node in nodes:
             views.setdefault(node.pool, []).append(NodeView(
@@ -160,10 +186,25 @@ class Controller:
         pools = tuple(
             PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
                      labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
-                     launch_backoff_until=self.keeper.backoff_until(p.name), **billing_fields(p))
-            for p in self.config().pools
+                     launch_backoff_until=self.keeper.backoff_until(p.name), window_open=window_open(p.windows, now),
+                     **billing_fields(p))
+            for p in config.pools
         )
         return Snapshot(pools=pools, demand=demand, budgets=budgets)
+
+    def _explain_windows(self, session: Session, snapshot: Snapshot, config: ClusterConfig, now: float) -> None:
+        """Record each pool's bursting window opening or closing (and its state at the first tick)."""
+        for pool in snapshot.pools:
+            windows = config.pool(pool.name).windows
+            if not windows or self._windows_seen.get(pool.name) == pool.window_open:
+                self._windows_seen[pool.name] = pool.window_open
+                continue
+            self._windows_seen[pool.name] = pool.window_open
+            state = "open: it may launch" if pool.window_open else \
+                "closed: it launches nothing, its demand falls to the next pool and its idle nodes are released"
+            record_event(session, EventKind.WINDOW, "window_open" if pool.window_open else "window_closed",
+                         f"pool {pool.name}'s bursting window is {state} (windows: {describe(windows)})",
+                         now=now, pool=pool.name)
 
     # -- acting ----------------------------------------------------------------------------
     def _act(self, session: Session, decision: Decision, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:

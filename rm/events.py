@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from rm.metrics import count_event
 from rm.models import ScalingEvent
 
 log = logging.getLogger("rm.events")
@@ -35,6 +36,8 @@ class EventKind(StrEnum):
     ENROL_REFUSED = "enrol-refused"
     ORPHAN = "orphan"
     BUDGET_ALERT = "budget-alert"
+    WINDOW = "window"
+    POLICY = "policy"
 
 
 def record_event(
@@ -55,6 +58,7 @@ def record_event(
         node_id=node_id, job_id=job_id, task_id=task_id, data=data or {},
     )
     session.add(event)
+    count_event(str(kind), str(cause), pool)
     level = logging.WARNING if kind in (EventKind.LAUNCH_FAILED, EventKind.LOST, EventKind.BOOT_TIMEOUT,
                                                  EventKind.ENROL_REFUSED, EventKind.ORPHAN) else logging.INFO
     log.log(level, "[%s/%s] %s", kind, cause, message,

@@ -183,3 +183,19 @@ class BudgetAlert(Base):
     committed: Mapped[Decimal] = mapped_column(DecimalText)
     amount: Mapped[Decimal] = mapped_column(DecimalText)
     at: Mapped[float] = mapped_column(Float)
+
+
+class PolicyVersion(Base):
+    """One policy change applied at run time through the API: who, when, what changed.
+
+    ``document`` is the whole editable policy after the change (what ``GET /api/v1/policy``
+    showed next), ``changes`` the fields that moved, each ``{"path", "from", "to"}``.
+    """
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    by: Mapped[str] = mapped_column(String(128))
+    changes: Mapped[list[Any]] = mapped_column(default=list)
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -128,7 +128,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
     config = load_config(_write(tmp_path, demo_yaml_text))
     pool_defaults = {"labels": (), "boot_timeout_s": 300.0, "settings": {}, "bootstrap": BootstrapConfig().model_dump(),
                      "billing": {"granularity": "second", "minimum_s": 0}, "release": {"before_end_s": 120.0},
-                     "list_interval_s": None}
+                     "list_interval_s": None, "windows": ()}
     assert config.model_dump() == {
         "cluster": "demo",
         "database": "sqlite:///rm-demo.db",

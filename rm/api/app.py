@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rm.api import agents, cluster, costs, jobs
+from rm.api import agents, cluster, costs, dashboard, jobs, policy
+from rm.api.deps import Caller, caller
+from rm.metrics import REGISTRY
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -69,4 +72,11 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(agents.router)
     app.include_router(costs.router)
+    app.include_router(policy.router)
+    app.include_router(dashboard.router)
+
+    @app.get("/metrics", tags=["health"])
+    def metrics(who: Caller = Depends(caller)) -> Response:
+        """Prometheus text format; like every endpoint but /healthz it needs a token (any role)."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
     return app

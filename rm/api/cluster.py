@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
+from rm.api.costs import parse_instant
 from rm.api.deps import Caller, caller, iso, require, runtime
 from rm.auth import Role
 from rm.controller import count_by_pool
-from rm.models import Node, NodeHistory, ScalingEvent
-from rm.states import LIVE
+from rm.billing import cents
+from rm.ledger import cost_before
+from rm.models import LedgerEntry, Node, NodeHistory, ScalingEvent
+from rm.states import LIVE, SERVING
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
@@ -51,8 +55,13 @@ def nodes(pool: str | None = None, state: str | None = None, all: bool = False, 
         query = query.where(Node.pool == pool)
     if state:
         query = query.where(Node.status == state)
+    now = time.time()
     with rt.store.session() as session:
-        return [_node_view(n) for n in session.scalars(query.limit(5000))]
+        found = list(session.scalars(query.limit(5000)))
+        entries = {e.node_id: e for e in session.scalars(
+            select(LedgerEntry).where(LedgerEntry.node_id.in_([n.id for n in found])))} if found else {}
+    return [{**_node_view(n), "cost_so_far": str(cents(cost_before(entries[n.id], now, now))) if n.id in entries else None}
+            for n in found]
 
 
 @router.get("/nodes/{node_id}")
@@ -80,8 +89,15 @@ def drain(node_id: str, who: Caller = Depends(require(Role.ADMIN)), rt=Depends(r
 
 @router.get("/events")
 def events(pool: str | None = None, node: str | None = None, kind: str | None = None, job: str | None = None,
-           since_id: int = 0, limit: int = 200, who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
+           since_id: int = 0, since: str | None = None, until: str | None = None, limit: int = 200,
+           who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Events, newest ``limit`` first cut, returned oldest first; ``since``/``until`` are ISO 8601 (UTC
+    without an offset), ``since`` inclusive and ``until`` exclusive."""
     query = select(ScalingEvent).where(ScalingEvent.id > since_id)
+    if since:
+        query = query.where(ScalingEvent.at >= parse_instant(since, "since", 0.0))
+    if until:
+        query = query.where(ScalingEvent.at < parse_instant(until, "until", 0.0))
     for column, value in ((ScalingEvent.pool, pool), (ScalingEvent.node_id, node), (ScalingEvent.kind, kind),
                           (ScalingEvent.job_id, job)):
         if value:
@@ -98,3 +114,21 @@ def events(pool: str | None = None, node: str | None = None, kind: str | None = 
 @router.get("/status")
 def controller_status(who: Caller = Depends(caller), rt=Depends(runtime)) -> dict[str, Any]:  # noqa: ANN001
     return rt.controller.status()
+
+
+@router.get("/timeline")
+def timeline(who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
+    """The recent ticks (up to 300, newest last): demand in tasks and slots vs. serving capacity."""
+    slots = {p.name: p.slots for p in rt.config().pools}
+    serving = {str(s) for s in SERVING}
+    out = []
+    for report in list(rt.controller.reports):
+        nodes_by_pool = {pool: sum(n for state, n in states.items() if state in serving)
+                         for pool, states in report.nodes_by_pool.items()}
+        out.append({
+            "at": iso(report.at), "demand_tasks": sum(d.total for d in report.demand),
+            "needed_slots": sum(t.needed_slots for t in report.decision.targets),
+            "capacity_slots": sum(n * slots.get(pool, 0) for pool, n in nodes_by_pool.items()),
+            "serving_nodes": nodes_by_pool,
+        })
+    return out

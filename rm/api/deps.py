@@ -2,6 +2,12 @@
 
 Why a dependency and not middleware for auth: each route states the role it needs next to its
 code, and FastAPI documents the bearer scheme in the OpenAPI spec.
+
+Browsers: the dashboard's login trades a token for an HttpOnly, SameSite=Strict session cookie
+(:data:`SESSION_COOKIE`, holding the token itself, so revoking the token ends the session), and
+this dependency accepts it too. A cookie is sent by the browser on its own, so a state-changing
+request authenticated by the cookie alone must also carry ``X-Requested-With`` (a header a
+cross-site form cannot set): that is the CSRF guard. Bearer requests need no such header.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from rm.auth import Role, lookup
 bearer = HTTPBearer(auto_error=False, description="an API token: rmctl up writes one to <state_dir>/token")
 
 ROLE_RANK = {Role.VIEWER: 0, Role.USER: 1, Role.ADMIN: 2}
+SESSION_COOKIE = "rm_session"
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,16 @@ def runtime(request: Request) -> Any:
 
 
 def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
-    if credentials is None or not credentials.credentials:
+    secret = credentials.credentials if credentials is not None else ""
+    if not secret and request.cookies.get(SESSION_COOKIE):
+        secret = request.cookies[SESSION_COOKIE]
+        if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"a request authenticated by the session cookie must carry the {CSRF_HEADER} header")
+    if not secret:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
-    token = lookup(request.app.state.runtime.store, credentials.credentials)
+    token = lookup(request.app.state.runtime.store, secret)
     if token is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", headers={"WWW-Authenticate": "Bearer"})
     return Caller(name=token.name, role=Role(token.role))
