@@ -75,7 +75,7 @@ class Runtime:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         now = time.time()
         self.store = Store(config.database)
-        self.store.create_schema()
+        self.store.upgrade_schema()
         self.token_path = ensure_local_token(self.store, self.state_dir, now)
         seed_env_admin(self.store, now)
         if config.broker == "embedded":
