@@ -7,6 +7,7 @@ admin token seeded from ``RM_ADMIN_TOKEN`` as an operator would, plus two users 
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -36,6 +37,16 @@ class Secured:
 
     def headers(self, who: str) -> dict[str, str]:
         return bearer(self.tokens[who])
+
+
+_sources = itertools.count(20)
+
+
+def loopback_client(url: str, **options: Any) -> httpx.Client:
+    """A client sending from a loopback address of its own (127.0.0.20, .21, ...): the enrolment
+    throttle counts refusals per client address, so tests do not share a budget."""
+    source = f"127.0.0.{next(_sources) % 230 + 20}"
+    return httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(local_address=source), **options)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from rm.api.deps import ROLE_RANK
 from rm.auth import Role
-from tests.security_support import Secured, fill, served_routes, start_secured, submit
+from tests.security_support import Secured, fill, loopback_client, served_routes, start_secured, submit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,9 +39,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     yield from start_secured(tmp_path_factory.mktemp("roles"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(secured: Secured) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=secured.url, timeout=30) as http:
+    with loopback_client(secured.url) as http:  # its own address: enrolment refusals are throttled per client
         yield http
 
 
@@ -71,8 +71,8 @@ def test_no_route_but_healthz_answers_without_a_valid_token(secured: Secured, cl
 
 def test_a_forged_session_cookie_is_401_everywhere(secured: Secured) -> None:
     wrong = []
-    with httpx.Client(base_url=secured.url, cookies={"rm_session": secured.tokens["admin"]},
-                      headers={"X-Requested-With": "x"}) as forged:
+    with loopback_client(secured.url, cookies={"rm_session": secured.tokens["admin"]},
+                         headers={"X-Requested-With": "x"}) as forged:
         for method, path in served_routes(secured):
             if (method, path) not in OPEN and (response := _call(forged, method, path, {})).status_code != 401:
                 wrong.append(f"{method} {path}: {response.status_code}")

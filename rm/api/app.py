@@ -14,6 +14,7 @@ from rm.api.deps import Caller, caller
 from rm.api.guards import guard
 from rm.logs import install_token_masking
 from rm.metrics import REGISTRY
+from rm.throttle import RefusalThrottle
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -62,6 +63,7 @@ def create_app(runtime: Any) -> FastAPI:
     app = FastAPI(title="hybrid-rm", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Hybrid cloud-bursting elastic resource manager. Every endpoint but /healthz needs a bearer token.")
     app.state.runtime = runtime
+    app.state.enrol_throttle = RefusalThrottle()
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     guard(app)
