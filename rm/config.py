@@ -66,6 +66,20 @@ class AgentConfig(_Frozen):
         return self
 
 
+class HaConfig(_Frozen):
+    """High availability: instances sharing one database and broker elect one leader by a lease."""
+
+    enabled: bool = Field(False, description="elect a leader among instances; off: this instance always leads")
+    lease_s: float | None = Field(
+        None, gt=0, le=3600, description="a leader that stops renewing loses the lease after this; default: 3 ticks")
+    instance_id: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="this instance's name in the lease; default: <hostname>-<pid>")
+
+    def lease_for(self, tick_s: float) -> float:
+        return self.lease_s if self.lease_s is not None else 3 * tick_s
+
+
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]  # 0.40 in YAML is Decimal("0.4"), never a float
 
 
@@ -180,6 +194,7 @@ class ClusterConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     policy: PolicyConfig = PolicyConfig()
     agent: AgentConfig = AgentConfig()
+    ha: HaConfig = HaConfig()
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of every price and budget")
     pools: tuple[PoolConfig, ...]
     budgets: BudgetsConfig = BudgetsConfig()  # after pools: its validator checks pool names
@@ -197,6 +212,14 @@ class ClusterConfig(_Frozen):
         if not database.startswith(("sqlite://", "postgresql")):
             raise ValueError("database must be a sqlite:/// or postgresql+psycopg:// URL")
         return database
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_tick(self) -> "ClusterConfig":
+        lease_s = self.ha.lease_for(self.policy.tick_s)
+        if lease_s <= self.policy.tick_s:
+            raise ValueError(f"ha.lease_s ({lease_s:g}) must be longer than policy.tick_s ({self.policy.tick_s:g}): "
+                             "the leader renews its lease once a tick")
+        return self
 
     @field_validator("pools")
     @classmethod

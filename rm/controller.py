@@ -4,6 +4,9 @@ Why this shape (Kubernetes cluster-autoscaler's planner/actuator, Ray autoscaler
 adaptive): the decision is a pure function of a snapshot and a clock, so it can be tested,
 replayed and simulated; acting goes through the actuator's futures, so no provider call blocks
 a tick; ticks never overlap; an error in a tick is logged and the next tick starts afresh.
+
+With high availability on, only the leader ticks; a standby only follows the agents' events
+(so that its picture of who is alive and busy is current the moment it takes over).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
+from rm.leader import StaleLeader
 from rm.metrics import publish_budgets, publish_tick
 from rm.models import Node
 from rm.monitor import EventMonitor
@@ -60,7 +64,7 @@ class Controller:
     def __init__(
         self, config: Callable[[], ClusterConfig], store: Store, broker: redis.Redis, monitor: EventMonitor,
         tracker: ActivityTracker, jobs: JobService, actuator: Actuator, keeper: NodeKeeper,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.store = store
@@ -71,6 +75,9 @@ class Controller:
         self.actuator = actuator
         self.keeper = keeper
         self.clock = clock
+        self.leading = leading
+        self._was_leading = False
+        self._full_reconcile = False
         self.reports: deque[TickReport] = deque(maxlen=RECENT_TICKS)
         self.streaks: dict[str, int] = {}
         self._refusals_seen: dict[tuple, float] = {}
@@ -79,6 +86,7 @@ class Controller:
         self._windows_seen: dict[str, bool] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
+        self._nudged = threading.Event()  # set by stop() and wake(): the loop's wait ends early
         self.ticks = 0
         self.errors = 0
 
@@ -87,15 +95,41 @@ class Controller:
         while not self._halt.is_set():
             started = time.monotonic()
             try:
-                self.tick()
+                if self._lead():
+                    self.tick()
+                else:
+                    self.follow()
+            except StaleLeader as error:  # another instance took over mid-tick: nothing of it was committed
+                log.warning("controller tick abandoned: %s", error)
             except Exception:  # never stop adaptive on error: log, and the next tick retries
                 self.errors += 1
                 log.exception("controller tick failed; retrying next tick")
             elapsed = time.monotonic() - started
-            self._halt.wait(max(0.0, self.config().policy.tick_s - elapsed))
+            self._nudged.wait(max(0.0, self.config().policy.tick_s - elapsed))
+            self._nudged.clear()
 
     def stop(self) -> None:
         self._halt.set()
+        self._nudged.set()
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the current wait (a standby just elected leader)."""
+        self._nudged.set()
+
+    def _lead(self) -> bool:
+        """Whether to tick; a new leader's first tick reads every unfinished task's outcome."""
+        leading = self.leading()
+        if leading and not self._was_leading:
+            self._full_reconcile = True
+        self._was_leading = leading
+        return leading
+
+    def follow(self) -> None:
+        """A standby's tick: fold the agents' events into the tracker; act on nothing, write nothing."""
+        for at, event in self.monitor.drain():
+            update = self.tracker.apply(event, at)
+            if update is not None and update.kind in ("succeeded", "failed", "revoked"):
+                self.tracker.queue_of.pop(update.task_id, None)  # the leader records it; keep the map small
 
     def request_drain(self, node_id: str, by: str) -> None:
         self._admin_drains.put((node_id, by))
@@ -150,7 +184,8 @@ class Controller:
     def _observe_agents(self, now: float) -> None:
         updates = [self.tracker.apply(event, at) for at, event in self.monitor.drain()]
         self.jobs.apply_updates(updates, now)
-        self.jobs.reconcile(now)
+        self.jobs.reconcile(now, full=True if self._full_reconcile else None)
+        self._full_reconcile = False
         self.jobs.dispatch_ready(now)  # before demand is measured: what became ready counts this tick
 
     def _request_listings(self, now: float) -> None:

@@ -151,6 +151,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "soft_shutdown_timeout_s": 10.0,
             "broker_url": None,
         },
+        "ha": {"enabled": False, "lease_s": None, "instance_id": None},
         "currency": "EUR",
         "budgets": {"global_": None, "pools": {}},
         "pools": (

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
 from rm.api.costs import parse_instant
-from rm.api.deps import Caller, caller, iso, require, runtime
+from rm.api.deps import Caller, caller, iso, leader_only, require, runtime
 from rm.auth import Role
 from rm.controller import count_by_pool
 from rm.billing import cents
@@ -83,6 +83,7 @@ def drain(node_id: str, who: Caller = Depends(require(Role.ADMIN)), rt=Depends(r
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node_id}")
         if found.status not in ("idle", "busy"):
             raise HTTPException(status.HTTP_409_CONFLICT, f"node {node_id} is {found.status}; only idle or busy nodes drain")
+    leader_only(rt, f"drain node {node_id}")
     rt.controller.request_drain(node_id, by=who.name)
     return {"id": node_id, "drain": "requested"}
 
@@ -113,7 +114,8 @@ def events(pool: str | None = None, node: str | None = None, kind: str | None = 
 
 @router.get("/status")
 def controller_status(who: Caller = Depends(caller), rt=Depends(runtime)) -> dict[str, Any]:  # noqa: ANN001
-    return rt.controller.status()
+    """The controller's last tick, and the leader: holder and fencing epoch (``ha`` false: no election)."""
+    return {**rt.controller.status(), "leader": rt.leadership()}
 
 
 @router.get("/timeline")

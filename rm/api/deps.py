@@ -64,5 +64,18 @@ def require(role: Role):  # noqa: ANN201 - a FastAPI dependency factory
     return check
 
 
+def leader_only(rt: Any, action: str) -> None:
+    """Refuse (409) what only the acting instance can do, naming the leader to send it to.
+
+    With high availability every instance serves the API, but drains and run-time policy
+    changes live in the leader's memory: a standby would hold them for nobody.
+    """
+    if not rt.leading():
+        holder = rt.leadership().get("holder") or "none elected yet"
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"this instance ({rt.instance_id}) is a standby and cannot {action}; "
+                            f"send it to the leader ({holder})")
+
+
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
