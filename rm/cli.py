@@ -244,6 +244,10 @@ from rm.cli_policy import policy_app  # noqa: E402 - it reuses this module's opt
 
 app.add_typer(policy_app, name="policy")
 
+from rm.cli_simulate import simulate_app  # noqa: E402 - same reuse
+
+app.add_typer(simulate_app, name="simulate")
+
 
 def main() -> None:
     app()
