@@ -66,7 +66,7 @@ def fill(store: Store, closed: int, now: float) -> None:
 def measure(size: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
-        store.create_schema()
+        store.upgrade_schema()
         now = time.time()
         fill(store, size, now)
         cache, timings = BudgetCache(), []

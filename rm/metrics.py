@@ -59,6 +59,10 @@ TICK = Histogram("rm_tick_seconds", "duration of a controller tick (observe, dec
                  registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
 
 
+ENROL_REFUSALS = Counter("rm_enrol_refusals", "enrolment attempts refused, by reason (throttled: answered 429)",
+                         ("reason",), registry=REGISTRY)
+
+
 def count_event(kind: str, cause: str, pool: str | None) -> None:
     EVENTS.labels(kind, cause, pool or "").inc()
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from agents.app import make_app
 from agents.settings import AgentSettings
 from agents.tasks import BUILTIN_TASKS
+from agents.tls import with_ca_file
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
 from rm.auth import ensure_local_token, seed_env_admin
@@ -75,14 +76,14 @@ class Runtime:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         now = time.time()
         self.store = Store(config.database)
-        self.store.create_schema()
+        self.store.upgrade_schema()
         self.token_path = ensure_local_token(self.store, self.state_dir, now)
         seed_env_admin(self.store, now)
         if config.broker == "embedded":
             self.embedded = EmbeddedRedis(self.state_dir)
             self.broker_url = self.embedded.start()
         else:
-            self.broker_url = config.broker
+            self.broker_url = with_ca_file(config.broker, config.agent.broker_ca_file)
         agent = config.agent
         self.app = make_app(self.broker_url, visibility_timeout_s=agent.visibility_timeout_s,
                             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s)
@@ -125,6 +126,7 @@ class Runtime:
             visibility_timeout_s=agent.visibility_timeout_s, lease_renew_s=agent.lease_renew_s,
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
             preemption_watch="azure" if spot else "",
+            broker_ca_pem=Path(agent.broker_ca_file).read_text() if agent.broker_ca_file else "",
         )
 
     def advertised_api_url(self) -> str:

@@ -1,8 +1,10 @@
-"""The state store: one SQLAlchemy engine, sessions as transactions, schema creation.
+"""The state store: one SQLAlchemy engine, sessions as transactions, schema upgrades.
 
 Why so thin: the manager is stateless beyond its database, so everything that must survive a
 restart is a row; modules own their own queries and this module owns only the connection
-rules that differ between SQLite (WAL, busy timeout, one file) and PostgreSQL.
+rules that differ between SQLite (WAL, busy timeout, one file) and PostgreSQL. The schema is
+never made by ``create_all``: it is the Alembic revisions in ``rm/migrations`` (see rm/schema.py),
+so a database made by an older release is upgraded in place without losing a row.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from rm.models import Base
+from rm import schema
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API hook
@@ -44,8 +46,12 @@ class Store:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def upgrade_schema(self) -> None:
+        """Bring the database to the newest schema revision (Alembic ``upgrade head``); idempotent."""
+        schema.upgrade(self.engine)
+
+    #: The name callers used before migrations existed; it now upgrades, it never ``create_all``s.
+    create_schema = upgrade_schema
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -82,7 +82,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def sqlite_store(sqlite_url: str) -> Iterator[Store]:
     """A store on a fresh SQLite file, schema created (for tests that need only one backend)."""
     store = Store(sqlite_url)
-    store.create_schema()
+    store.upgrade_schema()
     try:
         yield store
     finally:
@@ -100,7 +100,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
         url = request.getfixturevalue("postgres_url")
     store = Store(url)
     try:
-        store.create_schema()
+        store.upgrade_schema()
         yield store
     finally:
         # Dispose before the postgres_url teardown drops the database.

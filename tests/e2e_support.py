@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -156,3 +157,34 @@ def still_running(processes: list[psutil.Process]) -> list[str]:
         except psutil.Error:
             continue
     return alive
+
+
+def processes_under(directory: Path) -> list[str]:
+    """Processes whose working directory is inside ``directory`` (what a run there left behind)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if Path(process.cwd()).is_relative_to(directory) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])[:100]}")
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+class PoolSampler(threading.Thread):
+    """Samples the live node count of each pool while a scenario runs (to check max is never passed)."""
+
+    def __init__(self, running: Running) -> None:
+        super().__init__(daemon=True)
+        self.running = running
+        self.peak: dict[str, int] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.3):
+            for pool, by_state in self.running.runtime.controller.status().get("nodes_by_pool", {}).items():
+                self.peak[pool] = max(self.peak.get(pool, 0), sum(by_state.values()))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()

@@ -7,19 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from tests.e2e_support import (
     S1_ORTHO,
+    PoolSampler,
     Running,
     descendants,
-    epoch,
     healthy,
     issue_cluster,
     issue_config,
@@ -31,28 +29,6 @@ from tests.e2e_support import (
 from tests.helpers import group_members
 
 pytestmark = pytest.mark.e2e
-
-
-class PoolSampler(threading.Thread):
-    """Samples the live node count of each pool while a scenario runs (to check max is never passed)."""
-
-    def __init__(self, running: Running) -> None:
-        super().__init__(daemon=True)
-        self.running = running
-        self.peak: dict[str, int] = {}
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(0.3):
-            counts: dict[str, int] = {}
-            for node in self.running.runtime.controller.status().get("nodes_by_pool", {}).items():
-                counts[node[0]] = sum(node[1].values())
-            for pool, count in counts.items():
-                self.peak[pool] = max(self.peak.get(pool, 0), count)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -153,34 +129,3 @@ def test_rmctl_up_stops_cleanly_leaving_no_process(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
     assert still_running(started) == [], "rmctl up left processes behind"
-
-
-def test_node_that_never_registers_is_destroyed_and_its_pool_backs_off(tmp_path: Path) -> None:
-    from rm.config import parse_config
-
-    config = parse_config({
-        "cluster": "stuck", "database": f"sqlite:///{tmp_path}/rm.db", "broker": "embedded",
-        "state_dir": str(tmp_path / "state"), "api": {"host": "127.0.0.1", "port": 0}, "policy": {"tick_s": 0.5},
-        # the agent "boots" for 10 minutes: it never registers within boot_timeout_s
-        "pools": [{"name": "onprem", "provider": "local", "slots": 1, "min_nodes": 1, "max_nodes": 1,
-                   "boot_delay_s": 600, "boot_timeout_s": 2}],
-    }, "test")
-    running = Running(config)
-    try:
-        booting = wait_for("a booting node", lambda: [n for n in running.nodes() if n["state"] == "booting"])[0]
-        agent = psutil.Process(running.agent_pid(booting["id"]))
-        first = wait_for("the first boot timeout", lambda: running.events(kind="boot-timeout"), timeout_s=60)[0]
-        assert first["node"] == booting["id"]
-        assert "did not register within boot_timeout_s" in first["message"] and "waits 5 s" in first["message"]
-        wait_for("the stuck agent to be destroyed", lambda: not still_running([agent]), timeout_s=60)
-        backoff = wait_for("a backoff refusal", lambda: [e for e in running.events(kind="refused")
-                                                          if e["cause"] == "backoff"], timeout_s=30)[0]
-        assert "recent launches failed" in backoff["message"]
-        second = wait_for("a second boot timeout", lambda: running.events(kind="boot-timeout")[1:], timeout_s=90)[0]
-        assert "waits 10 s" in second["message"], "the backoff did not double"
-        relaunch = next(e for e in running.events(kind="launch") if e["at"] > first["at"])
-        assert epoch(relaunch["at"]) - epoch(first["at"]) >= 5.0, "relaunched before the backoff elapsed"
-        statuses = {n.id: n.status for n in running.node_rows()}
-        assert statuses[booting["id"]] == "failed"
-    finally:
-        running.stop()

@@ -227,7 +227,7 @@ def test_a_launch_interrupted_before_the_cloud_saw_it_is_resumed_with_the_same_n
     with fake_cloud("openstack", tmp_path) as (cloud, runner):
         config = cluster_config(tmp_path, [cloud_pool(cloud)], idle_timeout_s=600)
         store = Store(config.database)  # what a manager killed right after committing its launch left behind
-        store.create_schema()
+        store.upgrade_schema()
         with store.session() as session:
             for node_id, extra in (("burst-c4a5h1", {}), ("burst-c4a5h2", {"relaunched": 1.0})):
                 node = Node(id=node_id, cluster="demo", pool="burst", provider="openstack", slots=2, labels=[],

@@ -300,7 +300,7 @@ def test_happy_path_in_one_transaction(lifecycle_store: Store) -> None:
 def walk_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     path: Path = tmp_path_factory.mktemp("walks") / "rm.db"
     store = Store(f"sqlite:///{path}")
-    store.create_schema()
+    store.upgrade_schema()
     yield store
     store.dispose()
 

@@ -504,11 +504,11 @@ def test_query_nodes_by_status_and_pool(store: Store) -> None:
 # ------------------------------------------------------------------------------ schema, restart
 
 
-def test_create_schema_is_idempotent(store: Store) -> None:
+def test_upgrade_schema_is_idempotent(store: Store) -> None:
     with store.session() as session:
         session.add(_node("before"))
-    store.create_schema()
-    store.create_schema()
+    store.upgrade_schema()
+    store.upgrade_schema()
     with store.session() as session:
         assert session.get(Node, "before") is not None
         session.add(_node("after"))
@@ -524,7 +524,7 @@ def test_schema_has_all_tables(store: Store) -> None:
 def test_two_stores_on_same_url_see_each_others_commits(store: Store) -> None:
     other = Store(store.url)
     try:
-        other.create_schema()  # a restarted manager calls it again: harmless
+        other.upgrade_schema()  # a restarted manager calls it again: harmless
         with store.session() as session:
             session.add(_node("from-first", extra={"who": "first ✓"}))
         with other.session() as session:
@@ -560,7 +560,7 @@ def test_restart_survival(store: Store) -> None:
 
     restarted = Store(store.url)  # ...and a new one starts on the same database
     try:
-        restarted.create_schema()
+        restarted.upgrade_schema()
         with restarted.session() as session:
             node = session.get(Node, "survivor")
             assert node is not None

@@ -6,15 +6,15 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from rm.api.costs import parse_instant
-from rm.api.deps import Caller, caller, iso, require, runtime
+from rm.api.deps import Caller, caller, iso, require, runtime, sees_all_jobs
 from rm.auth import Role
 from rm.controller import count_by_pool
 from rm.billing import cents
 from rm.ledger import cost_before
-from rm.models import LedgerEntry, Node, NodeHistory, ScalingEvent
+from rm.models import Job, LedgerEntry, Node, NodeHistory, ScalingEvent
 from rm.states import LIVE, SERVING
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
@@ -102,6 +102,9 @@ def events(pool: str | None = None, node: str | None = None, kind: str | None = 
                           (ScalingEvent.job_id, job)):
         if value:
             query = query.where(column == value)
+    if not sees_all_jobs(who):  # a user reads cluster events and their own jobs' events only
+        query = query.where(or_(ScalingEvent.job_id.is_(None),
+                                ScalingEvent.job_id.in_(select(Job.id).where(Job.owner == who.name))))
     query = query.order_by(ScalingEvent.id.desc()).limit(min(max(limit, 1), 2000))
     with rt.store.session() as session:
         rows = list(session.scalars(query))

@@ -1,0 +1,90 @@
+"""What the chaos tests (and ``bench/chaos.py``) share: killing agents as a dying VM would, and the
+checks every scenario ends with.
+
+Why a module of its own: the chaos suite and its bench run the same scenarios, and a figure in
+the README must come from the code the suite checks. Generic end-to-end helpers (a running
+manager, bounded waits, a pool-size sampler) stay in :mod:`tests.e2e_support`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.e2e_support import Running, epoch, wait_for
+
+INSPECT_TIMEOUT_S = 2.0
+
+
+def sleepers(name: str, count: int, seconds: float) -> dict[str, Any]:
+    """A flat job of ``count`` sleeps of ``seconds`` each."""
+    return {"name": name, "tasks": [{"name": "s", "run": "builtin.sleep", "args": {"seconds": seconds},
+                                     "replicate": count}]}
+
+
+@dataclass
+class Kill:
+    """One agent killed with SIGKILL: when, and the tasks (our ids) it was running."""
+
+    node: str
+    at: float
+    held: set[str] = field(default_factory=set)
+
+    def rerun_delay_s(self, running: Running) -> float | None:
+        """Kill -> the first of its tasks started again on another node (None if none had to)."""
+        reruns = [epoch(e["at"]) for e in running.events(kind="task-rerun") if e["task"] in self.held]
+        return round(min(reruns) - self.at, 3) if reruns else None
+
+
+def nodes_running(running: Running, job_id: str, exclude: set[str]) -> list[str]:
+    """Nodes the API shows running a task of the job, sorted (a seeded choice stays reproducible)."""
+    return sorted({t["node"] for t in running.job(job_id)["tasks"]
+                   if t["state"] == "running" and t["node"] and t["node"] not in exclude})
+
+
+def tasks_held_by(running: Running, job_id: str, node_id: str) -> set[str]:
+    """Our ids of the tasks the agent says it is running right now (asked over the broker)."""
+    worker = f"{node_id}@{running.runtime.config().cluster}"
+    replies = running.runtime.app.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_S).active() or {}
+    celery_ids = {request["id"] for request in replies.get(worker, [])}
+    return {row.id for row in running.task_rows(job_id) if row.celery_id in celery_ids}
+
+
+def kill_agent(running: Running, node_id: str, held: set[str]) -> Kill:
+    """SIGKILL the agent's whole process group, as a VM that dies: no warm shutdown, no ack."""
+    os.killpg(running.agent_pid(node_id), signal.SIGKILL)
+    return Kill(node_id, time.time(), held)
+
+
+def kill_random_agents(running: Running, job_id: str, count: int, seed: int) -> list[Kill]:
+    """Kill ``count`` agents, each drawn (seeded) among those running a task of the job, one at a
+    time, each once the manager has marked the previous one lost."""
+    rng = random.Random(seed)
+    kills: list[Kill] = []
+
+    def victim() -> tuple[str, set[str]] | None:
+        candidates = nodes_running(running, job_id, {k.node for k in kills})
+        if not candidates:
+            return None
+        node = rng.choice(candidates)
+        held = tasks_held_by(running, job_id, node)
+        return (node, held) if held else None  # between two tasks: draw again
+
+    for _ in range(count):
+        kill = kill_agent(running, *wait_for("an agent running a task", victim, timeout_s=120, every_s=0.2))
+        kills.append(kill)
+        wait_for(f"node {kill.node} marked lost", lambda: [e for e in running.events(kind="lost")
+                                                           if e["node"] == kill.node], timeout_s=60)
+    return kills
+
+
+def completions(running: Running, job_id: str) -> dict[int, int]:
+    """How many task rows recorded their result 0, 1, 2... times (exactly once is ``{1: n}``)."""
+    counts: dict[int, int] = {}
+    for row in running.task_rows(job_id):
+        counts[row.completions] = counts.get(row.completions, 0) + 1
+    return counts

@@ -1,0 +1,143 @@
+"""The chaos suite: kill any process of the system and check that nothing is lost, run twice,
+leaked or overspent. Every test runs on loopback, starts whatever it kills, and stops by itself.
+
+1. agents SIGKILLed during a 300-task job: every task succeeds, each result is recorded once,
+   and the delay before a killed node's tasks run again is measured;
+2. the manager SIGKILLed during a scale-up and restarted: no leaked node, no double launch;
+5. a node that never registers is destroyed after ``boot_timeout_s`` and its pool backs off.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.chaos_support import completions, kill_random_agents, sleepers
+from tests.e2e_support import (
+    PoolSampler,
+    Running,
+    epoch,
+    healthy,
+    issue_cluster,
+    processes_under,
+    start_rmctl_up,
+    still_running,
+    wait_for,
+    write_cluster_file,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+
+KILL_SEED = 6
+
+
+def test_agents_sigkilled_mid_job_lose_nothing_and_record_each_result_once(
+        tmp_path: Path, record_property: pytest.RecordProperty) -> None:
+    with issue_cluster(tmp_path) as running:
+        sampler = PoolSampler(running)
+        sampler.start()
+        try:
+            job_id = running.client.post("/api/v1/jobs", sleepers("chaos-kill", 300, 1.0))["id"]
+            kills = kill_random_agents(running, job_id, count=3, seed=KILL_SEED)
+            job = running.finished_job(job_id, timeout_s=300)
+            delays = [kill.rerun_delay_s(running) for kill in kills]
+        finally:
+            sampler.stop()
+        record_property("rerun_delays_s", delays)
+        print(f"re-run delay after each SIGKILL: {delays} s")
+        assert job["state"] == "succeeded", job["progress"]
+        assert len(job["tasks"]) == 300 and all(t["state"] == "succeeded" for t in job["tasks"])
+        assert completions(running, job_id) == {1: 300}, "a result was lost or recorded twice"
+        rows = {row.id: row for row in running.task_rows(job_id)}
+        for kill in kills:
+            moved = [rows[t] for t in kill.held if rows[t].attempts >= 2]
+            assert moved, f"no task of killed node {kill.node} ran again ({kill.held})"
+            assert all(row.node_id != kill.node for row in moved), "a task was recorded on its killed node"
+        assert all(d is not None and d > 0 for d in delays), delays
+        lost = {e["node"]: e for e in running.events(kind="lost")}
+        assert {k.node for k in kills} <= set(lost), "a killed agent was not marked lost"
+    assert sampler.peak.get("burst", 0) <= 4 and sampler.peak.get("onprem", 0) <= 1, sampler.peak
+
+
+def test_manager_sigkilled_mid_scale_up_restarts_without_loss_or_double_launch(tmp_path: Path) -> None:
+    import httpx
+
+    cluster, base = write_cluster_file(tmp_path)
+
+    def start() -> subprocess.Popen:
+        return start_rmctl_up(cluster, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def api(path: str) -> object:
+        token = (tmp_path / "state" / "token").read_text().strip()
+        return httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+
+    first = start()
+    second = None
+    try:
+        wait_for("rmctl up", lambda: healthy(base))
+        wait_for("the on-prem node", lambda: [n for n in api("/api/v1/nodes") if n["state"] == "idle"])
+        token = (tmp_path / "state" / "token").read_text().strip()
+        job = {"name": "restart", "tasks": [{"name": "a", "run": "builtin.sleep", "args": {"seconds": 3}, "replicate": 16},
+                                            {"name": "b", "run": "builtin.echo", "args": {"ok": True}, "after": ["a"]}]}
+        job_id = httpx.post(f"{base}/api/v1/jobs", json=job, headers={"Authorization": f"Bearer {token}"}).json()["id"]
+        wait_for("the burst launch", lambda: [e for e in api("/api/v1/events?kind=launch") if e["pool"] == "burst"])
+        first.send_signal(signal.SIGKILL)  # mid scale-up: burst nodes are provisioning or booting
+        first.wait(timeout=30)
+
+        second = start()
+        wait_for("the restarted rmctl up", lambda: healthy(base))
+        done = wait_for("the job to finish after the restart",
+                        lambda: (j := api(f"/api/v1/jobs/{job_id}"))["state"] in ("succeeded", "failed") and j, timeout_s=240)
+        assert done["state"] == "succeeded", done
+        assert len(done["tasks"]) == 17 and all(t["state"] == "succeeded" for t in done["tasks"])
+        wait_for("the burst pool to return to 0", lambda: not [n for n in api("/api/v1/nodes") if n["pool"] == "burst"],
+                 timeout_s=120)
+        burst = [n for n in api("/api/v1/nodes?all=true") if n["pool"] == "burst"]
+        assert len(burst) <= 4, f"nodes were launched twice: {[(n['id'], n['state']) for n in burst]}"
+        assert not api("/api/v1/events?kind=lost"), "an agent was lost across the manager restart"
+    finally:
+        for process in (second, first):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=120)
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "rm-demo.db").execute(
+        "select count(*), max(completions), min(completions) from tasks where job_id = ?", (job_id,)).fetchone()
+    assert rows == (17, 1, 1), f"results not recorded exactly once: {rows}"
+    assert processes_under(tmp_path) == []
+
+
+def test_node_that_never_registers_is_destroyed_and_its_pool_backs_off(tmp_path: Path) -> None:
+    from rm.config import parse_config
+
+    config = parse_config({
+        "cluster": "stuck", "database": f"sqlite:///{tmp_path}/rm.db", "broker": "embedded",
+        "state_dir": str(tmp_path / "state"), "api": {"host": "127.0.0.1", "port": 0}, "policy": {"tick_s": 0.5},
+        # the agent "boots" for 10 minutes: it never registers within boot_timeout_s
+        "pools": [{"name": "onprem", "provider": "local", "slots": 1, "min_nodes": 1, "max_nodes": 1,
+                   "boot_delay_s": 600, "boot_timeout_s": 2}],
+    }, "test")
+    running = Running(config)
+    try:
+        booting = wait_for("a booting node", lambda: [n for n in running.nodes() if n["state"] == "booting"])[0]
+        agent = psutil.Process(running.agent_pid(booting["id"]))
+        first = wait_for("the first boot timeout", lambda: running.events(kind="boot-timeout"), timeout_s=60)[0]
+        assert first["node"] == booting["id"]
+        assert "did not register within boot_timeout_s" in first["message"] and "waits 5 s" in first["message"]
+        wait_for("the stuck agent to be destroyed", lambda: not still_running([agent]), timeout_s=60)
+        backoff = wait_for("a backoff refusal", lambda: [e for e in running.events(kind="refused")
+                                                          if e["cause"] == "backoff"], timeout_s=30)[0]
+        assert "recent launches failed" in backoff["message"]
+        second = wait_for("a second boot timeout", lambda: running.events(kind="boot-timeout")[1:], timeout_s=90)[0]
+        assert "waits 10 s" in second["message"], "the backoff did not double"
+        relaunch = next(e for e in running.events(kind="launch") if e["at"] > first["at"])
+        assert epoch(relaunch["at"]) - epoch(first["at"]) >= 5.0, "relaunched before the backoff elapsed"
+        statuses = {n.id: n.status for n in running.node_rows()}
+        assert statuses[booting["id"]] == "failed"
+    finally:
+        running.stop()
