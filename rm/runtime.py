@@ -95,7 +95,8 @@ class Runtime:
         self.jobs = JobService(self.store, self.app, config.cluster, registered=TASK_NAMES, allow_shell=config.agent.allow_shell,
                                pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker)
         self.actuator = self._make_actuator()
-        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now)
+        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now,
+                                 hearing=self.monitor.hearing)
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
                                      self.jobs, self.actuator, self.keeper)
         self._spawn(self.controller.run, "controller")
