@@ -21,6 +21,7 @@ from agents.enrol import SETTINGS_ENV, load_settings
 from agents.lease import LeaseRenewer
 from agents.logs import install as install_log_ids
 from agents.settings import AgentSettings
+from agents.tls import agent_broker_url
 from agents.tasks import register_builtin_tasks
 
 __all__ = ["SETTINGS_ENV", "build_worker_argv", "main", "run"]
@@ -46,16 +47,17 @@ def build_worker_argv(settings: AgentSettings) -> list[str]:
 def run(settings: AgentSettings) -> None:
     if settings.boot_delay_s:
         time.sleep(settings.boot_delay_s)
+    broker_url = agent_broker_url(settings.broker_url, settings.broker_ca_pem)
     app = make_app(
-        settings.broker_url,
+        broker_url,
         visibility_timeout_s=settings.visibility_timeout_s,
         restore_interval_s=settings.restore_interval_s,
         soft_shutdown_timeout_s=settings.soft_shutdown_timeout_s,
     )
-    register_builtin_tasks(app)
+    register_builtin_tasks(app, allow_shell=settings.allow_shell)
     for module in settings.task_modules:
         importlib.import_module(module)
-    renewer = LeaseRenewer(settings.broker_url, settings.lease_renew_s)
+    renewer = LeaseRenewer(broker_url, settings.lease_renew_s)
 
     watcher = _preemption_watcher(settings, app)
 

@@ -14,12 +14,20 @@ from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rm.models import ApiToken
 from rm.store import Store
 
 TOKEN_FILE = "token"
 LOCAL_TOKEN_NAME = "local-cli"
+ENV_ADMIN_NAME = "env-admin"
+ADMIN_TOKEN_ENV = "RM_ADMIN_TOKEN"
+MIN_TOKEN_CHARS = 24  # a shorter secret could be guessed; generated tokens have 43
+
+
+class TokenError(ValueError):
+    """A token cannot be created, seeded or revoked as asked; the message says why."""
 
 
 class Role(StrEnum):
@@ -39,6 +47,28 @@ def create_token(store: Store, name: str, role: Role, now: float, token: str | N
     return token
 
 
+def list_tokens(store: Store) -> list[ApiToken]:
+    """Every token's name, role and creation time (the hashes stay in the database)."""
+    with store.session() as session:
+        return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)))
+
+
+def token_named(session: Session, name: str) -> ApiToken | None:
+    return session.scalars(select(ApiToken).where(ApiToken.name == name)).first()
+
+
+def revoke_token(store: Store, name: str) -> None:
+    """Delete the token ``name`` and every dashboard session opened with it."""
+    from rm.sessions import end_sessions_of
+
+    with store.session() as session:
+        row = token_named(session, name)
+        if row is None:
+            raise TokenError(f"no token named {name!r}")
+        end_sessions_of(session, row.id)
+        session.delete(row)
+
+
 def lookup(store: Store, token: str) -> ApiToken | None:
     with store.session() as session:
         return session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
@@ -53,10 +83,7 @@ def ensure_local_token(store: Store, state_dir: str | Path, now: float) -> Path:
     path = token_file(state_dir)
     if path.exists() and lookup(store, path.read_text().strip()):
         return path
-    with store.session() as session:
-        stale = session.scalars(select(ApiToken).where(ApiToken.name == LOCAL_TOKEN_NAME)).first()
-        if stale is not None:
-            session.delete(stale)
+    _drop_named(store, LOCAL_TOKEN_NAME)
     token = create_token(store, LOCAL_TOKEN_NAME, Role.ADMIN, now)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -65,12 +92,25 @@ def ensure_local_token(store: Store, state_dir: str | Path, now: float) -> Path:
     return path
 
 
-def seed_env_admin(store: Store, now: float) -> None:
-    """Register ``RM_ADMIN_TOKEN`` (if set) as an admin token."""
-    token = os.environ.get("RM_ADMIN_TOKEN")
-    if token and lookup(store, token) is None:
-        with store.session() as session:
-            stale = session.scalars(select(ApiToken).where(ApiToken.name == "env-admin")).first()
-            if stale is not None:
-                session.delete(stale)
-        create_token(store, "env-admin", Role.ADMIN, now, token=token)
+def _drop_named(store: Store, name: str) -> None:
+    try:
+        revoke_token(store, name)
+    except TokenError:
+        pass
+
+
+def seed_env_admin(store: Store, now: float, environ: dict[str, str] | None = None) -> None:
+    """Register ``RM_ADMIN_TOKEN`` (if set) as the admin token ``env-admin``.
+
+    A value shorter than :data:`MIN_TOKEN_CHARS` stops the start: a guessable admin secret on an
+    API that can spend money is worse than no start at all.
+    """
+    token = (os.environ if environ is None else environ).get(ADMIN_TOKEN_ENV)
+    if not token:
+        return
+    if len(token) < MIN_TOKEN_CHARS:
+        raise TokenError(f"{ADMIN_TOKEN_ENV} is {len(token)} characters long; it must have at least "
+                         f"{MIN_TOKEN_CHARS} (e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    if lookup(store, token) is None:
+        _drop_named(store, ENV_ADMIN_NAME)
+        create_token(store, ENV_ADMIN_NAME, Role.ADMIN, now, token=token)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
+from agents.tls import unverified_tls
 from providers.bootstrap import BootstrapConfig
 from rm.windows import WindowConfig
 
@@ -49,6 +50,14 @@ class PolicyConfig(_Frozen):
         120.0, ge=0, description="a tagged VM unknown to the store (or of an ended node) is destroyed after this long")
 
 
+def verified_broker_url(url: str) -> str:
+    """Refuse a ``rediss://`` URL that would not verify the broker's certificate (agents.tls)."""
+    if unverified_tls(url):
+        raise ValueError("a rediss:// URL must carry ssl_cert_reqs=required (the broker's certificate is verified, "
+                         "against agent.broker_ca_file or the system CAs)")
+    return url
+
+
 class AgentConfig(_Frozen):
     """How agents hold their messages. See README "Nothing lost" for why these numbers."""
 
@@ -58,6 +67,28 @@ class AgentConfig(_Frozen):
     soft_shutdown_timeout_s: float = Field(10.0, ge=0, description="Celery soft shutdown window on stop")
     broker_url: str | None = Field(
         None, pattern=r"^rediss?://", description="the broker's URL as cloud agents reach it; default: the manager's")
+    allow_shell: bool = Field(False, description="let workflows run builtin.shell commands on the agents "
+                                                 "(remote code execution by design: admins only)")
+    broker_ca_file: str | None = Field(
+        None, description="PEM file of the CA that signs a rediss:// broker's certificate; the manager and "
+                          "every agent verify the broker with it")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _agent_tls_verified(cls, url: str | None) -> str | None:
+        return None if url is None else verified_broker_url(url)
+
+    @field_validator("broker_ca_file")
+    @classmethod
+    def _ca_is_a_certificate(cls, path: str | None) -> str | None:
+        if path is not None:
+            try:
+                text = Path(path).read_text()
+            except OSError as error:
+                raise ValueError(f"cannot read {path}: {error.strerror}") from None
+            if "-----BEGIN CERTIFICATE-----" not in text:
+                raise ValueError(f"{path} holds no PEM certificate")
+        return path
 
     @model_validator(mode="after")
     def _renew_faster_than_expiry(self) -> "AgentConfig":
@@ -204,7 +235,7 @@ class ClusterConfig(_Frozen):
     def _broker_supported(cls, broker: str) -> str:
         if broker != "embedded" and not broker.startswith(("redis://", "rediss://")):
             raise ValueError("broker must be 'embedded' or a redis:// or rediss:// URL")
-        return broker
+        return verified_broker_url(broker)
 
     @field_validator("database")
     @classmethod

@@ -16,11 +16,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
 from policies.decision import Decision, Refusal
@@ -47,6 +48,8 @@ log = logging.getLogger("rm.controller")
 
 RECENT_TICKS = 300
 REFUSAL_REPEAT_S = 60.0  # a standing refusal is re-explained at most this often
+#: What a tick raises while the broker is down or restarting (reading queues, results, publishing).
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Controller:
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
         self._nudged = threading.Event()  # set by stop() and wake(): the loop's wait ends early
+        self._broker_lost_at: float | None = None
         self.ticks = 0
         self.errors = 0
 
@@ -101,9 +105,14 @@ class Controller:
                     self.follow()
             except StaleLeader as error:  # another instance took over mid-tick: nothing of it was committed
                 log.warning("controller tick abandoned: %s", error)
+            except BROKER_ERRORS as error:  # an outage: one warning for all of it, not one per tick
+                self.errors += 1
+                self._broker_unreachable(error)
             except Exception:  # never stop adaptive on error: log, and the next tick retries
                 self.errors += 1
                 log.exception("controller tick failed; retrying next tick")
+            else:
+                self._broker_reachable()
             elapsed = time.monotonic() - started
             self._nudged.wait(max(0.0, self.config().policy.tick_s - elapsed))
             self._nudged.clear()
@@ -130,6 +139,18 @@ class Controller:
             update = self.tracker.apply(event, at)
             if update is not None and update.kind in ("succeeded", "failed", "revoked"):
                 self.tracker.queue_of.pop(update.task_id, None)  # the leader records it; keep the map small
+
+    def _broker_unreachable(self, error: BaseException) -> None:
+        if self._broker_lost_at is None:
+            self._broker_lost_at = time.monotonic()
+            log.warning("the broker is unreachable (%s): ticks fail until it is back; no node is taken for "
+                        "lost meanwhile", error)
+
+    def _broker_reachable(self) -> None:
+        if self._broker_lost_at is not None:
+            log.warning("the broker is reachable again after %.1f s; ticking normally",
+                        time.monotonic() - self._broker_lost_at)
+            self._broker_lost_at = None
 
     def request_drain(self, node_id: str, by: str) -> None:
         self._admin_drains.put((node_id, by))
@@ -211,20 +232,7 @@ class Controller:
         """The policy's input, built without acting: ``config`` and ``now`` default to the live ones."""
         config = config or self.config()
         now = self.clock() if now is None else now
-        views: dict[str, list[NodeView]] = {}
-        for node in nodes:
-            views.setdefault(node.pool, []).append(NodeView(
-                id=node.id, pool=node.pool, status=node.status, running_tasks=node.running_tasks,
-                idle_since=node.idle_since if node.status == NodeStatus.IDLE else None,
-                created_at=node.created_at, removal_streak=self.streaks.get(node.id, 0),
-            ))
-        pools = tuple(
-            PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
-                     labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
-                     launch_backoff_until=self.keeper.backoff_until(p.name), window_open=window_open(p.windows, now),
-                     **billing_fields(p))
-            for p in config.pools
-        )
+        pools = pool_views(config, nodes, self.streaks, self.keeper.backoff_until, now)
         return Snapshot(pools=pools, demand=demand, budgets=budgets)
 
     def _explain_windows(self, session: Session, snapshot: Snapshot, config: ClusterConfig, now: float) -> None:
@@ -257,8 +265,7 @@ class Controller:
                 self.keeper.destroy_now(session, node, drain.cause, drain.message, now, pending)
             elif node.status == NodeStatus.IDLE:
                 self.keeper.drain(session, node, drain.cause, drain.message, now)
-        drained = {d.node_id for d in decision.drains}
-        self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
+        self.streaks = next_streaks(decision, self.streaks)
         self._explain_refusals(session, decision.refusals, now)
 
     def _explain_refusals(self, session: Session, refusals: Sequence[Refusal], now: float) -> None:
@@ -300,6 +307,47 @@ class Controller:
             "targets": [t.__dict__ for t in report.decision.targets],
             "nodes_by_pool": report.nodes_by_pool,
         }
+
+
+class NodeLike(Protocol):
+    """What a snapshot reads of a node: a stored :class:`Node` or the simulator's."""
+
+    id: str
+    pool: str
+    status: str
+    running_tasks: int
+    idle_since: float | None
+    created_at: float
+
+
+def node_view(node: NodeLike, streak: int) -> NodeView:
+    """The policy's picture of one node; ``streak`` is its consecutive removal recommendations."""
+    return NodeView(
+        id=node.id, pool=node.pool, status=node.status, running_tasks=node.running_tasks,
+        idle_since=node.idle_since if node.status == NodeStatus.IDLE else None,
+        created_at=node.created_at, removal_streak=streak,
+    )
+
+
+def pool_views(config: ClusterConfig, nodes: Iterable[NodeLike], streaks: dict[str, int],
+               backoff_until: Callable[[str], float], now: float) -> tuple[PoolView, ...]:
+    """Every configured pool as the policy sees it (the controller's and the simulator's snapshot)."""
+    views: dict[str, list[NodeView]] = {}
+    for node in nodes:
+        views.setdefault(node.pool, []).append(node_view(node, streaks.get(node.id, 0)))
+    return tuple(
+        PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
+                 labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
+                 launch_backoff_until=backoff_until(p.name), window_open=window_open(p.windows, now),
+                 **billing_fields(p))
+        for p in config.pools
+    )
+
+
+def next_streaks(decision: Decision, streaks: dict[str, int]) -> dict[str, int]:
+    """Removal streaks after a decision: recommended again and not drained counts one more tick."""
+    drained = {d.node_id for d in decision.drains}
+    return {n: streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
 
 
 def billing_fields(pool: PoolConfig) -> dict[str, Any]:

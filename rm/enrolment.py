@@ -13,6 +13,7 @@ import hmac
 import secrets
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rm.auth import hash_token
@@ -21,10 +22,16 @@ from rm.states import NodeStatus
 
 
 class EnrolRefusal(StrEnum):
-    UNKNOWN = "unknown-token"
-    EXPIRED = "expired-token"
+    UNKNOWN = "unknown-token"  # 401: no such token at all (a guess, or garbage)
+    EXPIRED = "expired-token"  # 403 from here on: a real token, refused
     REPLAYED = "replayed-token"
+    WRONG_NODE = "WRONG_NODE"  # another node's token: its user data leaked
     NODE_GONE = "node-not-booting"
+
+    @property
+    def http_status(self) -> int:
+        """401 when the caller proved nothing; 403 when the token is real but may not be used."""
+        return 401 if self is EnrolRefusal.UNKNOWN else 403
 
 
 def issue_token(session: Session, node_id: str, now: float, ttl_s: float) -> str:
@@ -40,9 +47,11 @@ def issue_token(session: Session, node_id: str, now: float, ttl_s: float) -> str
 
 def redeem(session: Session, node_id: str, token: str, now: float) -> EnrolRefusal | None:
     """Use the token once; returns why it is refused, or None when the node may enrol."""
+    digest = hash_token(token)
     row = session.get(BootstrapToken, node_id)
-    if row is None or not hmac.compare_digest(row.token_hash, hash_token(token)):
-        return EnrolRefusal.UNKNOWN
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        elsewhere = session.scalars(select(BootstrapToken.node_id).where(BootstrapToken.token_hash == digest)).first()
+        return EnrolRefusal.UNKNOWN if elsewhere is None else EnrolRefusal.WRONG_NODE
     if row.used_at is not None:
         return EnrolRefusal.REPLAYED
     if now > row.expires_at:

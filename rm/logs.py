@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 ID_FIELDS = ("job_id", "task_id", "node_id", "pool")
@@ -21,6 +22,36 @@ class IdDefaults(logging.Filter):
             if not getattr(record, name, None):
                 setattr(record, name, "-")
         return True
+
+
+TOKEN_IN_QUERY = re.compile(r"((?:^|[?&;])token=)[^&;\s\"']*", re.IGNORECASE)
+ACCESS_LOGGERS = ("uvicorn.access",)
+
+
+def mask_tokens(text: str) -> str:
+    """``/?token=abc&x=1`` -> ``/?token=***&x=1``: a dashboard link's token must not reach a log."""
+    return TOKEN_IN_QUERY.sub(r"\1***", text)
+
+
+class MaskTokens(logging.Filter):
+    """Mask ``token=`` query values in a record's message and its string arguments (uvicorn's
+    access log passes the request path as an argument)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_tokens(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_token_masking() -> None:
+    """Put :class:`MaskTokens` on the access loggers (once): whoever turns the access log on later
+    still never writes a token."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskTokens) for f in logger.filters):
+            logger.addFilter(MaskTokens())
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,9 +71,11 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(IdDefaults())
+    handler.addFilter(MaskTokens())
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    install_token_masking()
     for noisy in ("uvicorn.access", "httpx", "celery.events", "kombu"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

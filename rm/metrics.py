@@ -61,6 +61,10 @@ LEADER = Gauge("rm_leader", "1 while this instance is the cluster's leader (it a
                ("cluster", "instance"), registry=REGISTRY)
 
 
+ENROL_REFUSALS = Counter("rm_enrol_refusals", "enrolment attempts refused, by reason (throttled: answered 429)",
+                         ("reason",), registry=REGISTRY)
+
+
 def count_event(kind: str, cause: str, pool: str | None) -> None:
     EVENTS.labels(kind, cause, pool or "").inc()
 

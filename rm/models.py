@@ -133,6 +133,21 @@ class ApiToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class DashboardSession(Base):
+    """A browser's dashboard session: the cookie holds a random id, only its hash is stored.
+
+    Why server-side: logging out or revoking the token ends the session at once, and the cookie
+    never carries the API token itself.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class BootstrapToken(Base):
     """A node's one-time enrolment token (hashed), exchanged once for its broker settings."""
 

@@ -25,7 +25,8 @@ from sqlalchemy import select
 
 from agents.app import make_app
 from agents.settings import AgentSettings
-from agents.tasks import BUILTIN_TASKS
+from agents.tasks import TASK_NAMES
+from agents.tls import with_ca_file
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
 from rm.auth import ensure_local_token, seed_env_admin
@@ -96,7 +97,7 @@ class Runtime:
             self.embedded = EmbeddedRedis(self.state_dir)
             self.broker_url = self.embedded.start()
         else:
-            self.broker_url = config.broker
+            self.broker_url = with_ca_file(config.broker, config.agent.broker_ca_file)
         agent = config.agent
         self.app = make_app(self.broker_url, visibility_timeout_s=agent.visibility_timeout_s,
                             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s)
@@ -105,11 +106,12 @@ class Runtime:
         self.monitor = EventMonitor(self.app)
         self.monitor.start()
         self.monitor.connected.wait(MONITOR_READY_S)
-        self.jobs = JobService(self.store, self.app, config.cluster, registered=set(BUILTIN_TASKS),
+        self.jobs = JobService(self.store, self.app, config.cluster, registered=TASK_NAMES, allow_shell=config.agent.allow_shell,
                                pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker,
                                leading=self.leading, guard=self._guard())
         self.actuator = self._make_actuator()
-        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now)
+        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now,
+                                 hearing=self.monitor.hearing)
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
                                      self.jobs, self.actuator, self.keeper, leading=self.leading)
         if self.elector is not None:
@@ -166,6 +168,8 @@ class Runtime:
             visibility_timeout_s=agent.visibility_timeout_s, lease_renew_s=agent.lease_renew_s,
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
             preemption_watch="azure" if spot else "",
+            broker_ca_pem=Path(agent.broker_ca_file).read_text() if agent.broker_ca_file else "",
+            allow_shell=agent.allow_shell,
         )
 
     def advertised_api_url(self) -> str:

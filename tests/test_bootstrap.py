@@ -105,7 +105,7 @@ def test_a_token_is_single_use_bound_to_its_node_and_expires(store) -> None:  # 
         token = issue_token(session, "burst-aaaaaa", now, ttl_s=60)
         other = issue_token(session, "burst-bbbbbb", now, ttl_s=60)
     with store.session() as session:
-        assert redeem(session, "burst-aaaaaa", other, now) == EnrolRefusal.UNKNOWN, "bound to its node id"
+        assert redeem(session, "burst-aaaaaa", other, now) == EnrolRefusal.WRONG_NODE, "bound to its node id"
         assert redeem(session, "burst-aaaaaa", "guess" * 8, now) == EnrolRefusal.UNKNOWN
         assert redeem(session, "burst-bbbbbb", other, now + 61) == EnrolRefusal.EXPIRED
         assert redeem(session, "burst-aaaaaa", token, now + 1) is None
@@ -116,7 +116,8 @@ def test_a_token_is_single_use_bound_to_its_node_and_expires(store) -> None:  # 
         fresh = issue_token(session, "burst-bbbbbb", now, ttl_s=60)
     with store.session() as session:
         assert redeem(session, "burst-bbbbbb", fresh, now + 1) == EnrolRefusal.NODE_GONE
-        assert redeem(session, "nobody", token, now) == EnrolRefusal.UNKNOWN
+        assert redeem(session, "nobody", token, now) == EnrolRefusal.WRONG_NODE
+        assert redeem(session, "nobody", "guess" * 8, now) == EnrolRefusal.UNKNOWN
 
 
 @pytest.mark.e2e

@@ -149,7 +149,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "lease_renew_s": 2.0,
             "restore_interval_s": 2.0,
             "soft_shutdown_timeout_s": 10.0,
-            "broker_url": None,
+            "broker_url": None, "allow_shell": False, "broker_ca_file": None,
         },
         "ha": {"enabled": False, "lease_s": None, "instance_id": None},
         "currency": "EUR",
@@ -215,7 +215,7 @@ def test_minimal_config_gets_all_defaults() -> None:
     assert (pool.price_per_hour, pool.boot_delay_s, pool.boot_timeout_s) == (0.0, 0.0, 300.0)
 
 
-@pytest.mark.parametrize("broker", ["embedded", "redis://localhost:6379/0", "rediss://h:6380/1"])
+@pytest.mark.parametrize("broker", ["embedded", "redis://localhost:6379/0", "rediss://h:6380/1?ssl_cert_reqs=required"])
 def test_supported_brokers(demo_yaml_text: str, broker: str) -> None:
     data = _demo_data(demo_yaml_text)
     data["broker"] = broker

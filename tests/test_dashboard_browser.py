@@ -76,8 +76,8 @@ def test_burst_nodes_appear_during_a_burst_and_leave_after_it(browser, running: 
 
     job = running.client.post("/api/v1/jobs", BURST_JOB)["id"]
     page.wait_for_selector('tr[data-pool="burst"][data-state="busy"]', timeout=WAIT_MS)
-    page.wait_for_function("document.querySelectorAll('tr[data-pool=\"burst\"][data-state=\"busy\"]').length >= 3",
-                           timeout=WAIT_MS)
+    # locator waits, not wait_for_function: the dashboard's CSP (script-src 'self') forbids eval
+    page.locator('tr[data-pool="burst"][data-state="busy"]').nth(2).wait_for(timeout=WAIT_MS)
     page.wait_for_selector('#events li[data-kind="launch"][data-cause="demand"]', timeout=WAIT_MS)
     assert page.locator(f'[data-job="{job}"] [role="progressbar"]').count() == 1
     assert page.locator('#pool-burst .pill[data-state="busy"]').count() == 1
@@ -90,7 +90,7 @@ def test_burst_nodes_appear_during_a_burst_and_leave_after_it(browser, running: 
         shutil.copy(shot, os.environ["RM_DASHBOARD_SCREENSHOT"])
 
     assert running.finished_job(job)["state"] == "succeeded"
-    page.wait_for_function("document.querySelectorAll('tr[data-pool=\"burst\"]').length === 0", timeout=WAIT_MS)
+    page.locator('tr[data-pool="burst"]').first.wait_for(state="detached", timeout=WAIT_MS)
     page.wait_for_selector('#events li[data-kind="drain"][data-cause="idle"]', timeout=WAIT_MS)
     assert page.locator('tr[data-pool="onprem"]').count() == 1
     assert problems == [], problems

@@ -1,4 +1,4 @@
-"""The HTTP API application (FastAPI): routers, the health probe, a request size limit."""
+"""The HTTP API application (FastAPI): routers, the health probe, a request size limit, guards."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rm.api import agents, cluster, costs, dashboard, jobs, policy
 from rm.api.deps import Caller, caller
+from rm.api.guards import guard
+from rm.logs import install_token_masking
 from rm.metrics import REGISTRY
+from rm.throttle import RefusalThrottle
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -57,11 +60,14 @@ class BodySizeLimit:
 
 
 def create_app(runtime: Any) -> FastAPI:
-    app = FastAPI(title="hybrid-rm", version="0.1.0",
+    app = FastAPI(title="hybrid-rm", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Hybrid cloud-bursting elastic resource manager. Every endpoint but /healthz needs a bearer token.")
     app.state.runtime = runtime
+    app.state.enrol_throttle = RefusalThrottle()
 
+    guard(app)  # inside the size limit: its NUL check reads a body already bounded
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    install_token_masking()
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -5,19 +5,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy import or_, select
 
 from rm.api.costs import parse_instant
-from rm.api.deps import Caller, caller, iso, leader_only, require, runtime
+from rm.api.deps import Caller, caller, iso, leader_only, require, runtime, sees_all_jobs
 from rm.auth import Role
 from rm.controller import count_by_pool
 from rm.billing import cents
 from rm.ledger import cost_before
-from rm.models import LedgerEntry, Node, NodeHistory, ScalingEvent
+from rm.models import Job, LedgerEntry, Node, NodeHistory, ScalingEvent
 from rm.states import LIVE, SERVING
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
+MAX_ROW_ID = 2**31 - 1  # an Integer id column on PostgreSQL: a larger value would be a 500, not an empty list
 
 
 def _node_view(node: Node) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def drain(node_id: str, who: Caller = Depends(require(Role.ADMIN)), rt=Depends(r
 
 @router.get("/events")
 def events(pool: str | None = None, node: str | None = None, kind: str | None = None, job: str | None = None,
-           since_id: int = 0, since: str | None = None, until: str | None = None, limit: int = 200,
+           since_id: int = Query(0, ge=0, le=MAX_ROW_ID, description="events with a larger id only"), since: str | None = None, until: str | None = None, limit: int = 200,
            who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
     """Events, newest ``limit`` first cut, returned oldest first; ``since``/``until`` are ISO 8601 (UTC
     without an offset), ``since`` inclusive and ``until`` exclusive."""
@@ -103,6 +104,9 @@ def events(pool: str | None = None, node: str | None = None, kind: str | None = 
                           (ScalingEvent.job_id, job)):
         if value:
             query = query.where(column == value)
+    if not sees_all_jobs(who):  # a user reads cluster events and their own jobs' events only
+        query = query.where(or_(ScalingEvent.job_id.is_(None),
+                                ScalingEvent.job_id.in_(select(Job.id).where(Job.owner == who.name))))
     query = query.order_by(ScalingEvent.id.desc()).limit(min(max(limit, 1), 2000))
     with rt.store.session() as session:
         rows = list(session.scalars(query))

@@ -3,8 +3,9 @@
 Why these pieces: everything ships in the package (``rm/dashboard/``), so the dashboard works
 with no internet; the page itself only polls the JSON API, so what a person sees is what the
 API says. Login takes a token once, from the login form or a ``/?token=`` link (as Jupyter
-does), and trades it at once for an HttpOnly, SameSite=Strict session cookie; a ``?token=`` is
-stripped from the address by a redirect so it does not stay in the history or a screenshot.
+does), and trades it at once for an HttpOnly, SameSite=Strict cookie holding a server-side
+session id (:mod:`rm.sessions`; logout ends it); a ``?token=`` is stripped from the address by
+a redirect so it does not stay in the history or a screenshot.
 Static assets need a session like any other data (only ``/healthz`` is open); the login page is
 self-contained for that reason.
 """
@@ -12,6 +13,7 @@ self-contained for that reason.
 from __future__ import annotations
 
 import html
+import time
 from importlib import resources
 from urllib.parse import parse_qs
 
@@ -20,10 +22,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rm.api.deps import SESSION_COOKIE, Caller, caller
 from rm.auth import lookup
+from rm.sessions import SESSION_TTL_S, close_session, open_session, session_token
 
 router = APIRouter(include_in_schema=False)
 ASSETS = {"app.js": "text/javascript", "chart.js": "text/javascript", "style.css": "text/css"}
-SESSION_MAX_AGE_S = 12 * 3600
 
 
 def _asset(name: str) -> str:
@@ -31,13 +33,19 @@ def _asset(name: str) -> str:
 
 
 def _signed_in(request: Request) -> bool:
-    secret = request.cookies.get(SESSION_COOKIE)
-    return bool(secret) and lookup(request.app.state.runtime.store, secret) is not None
+    session_id = request.cookies.get(SESSION_COOKIE)
+    return bool(session_id) and session_token(request.app.state.runtime.store, session_id, time.time()) is not None
 
 
-def _with_session(response: Response, request: Request, token: str) -> Response:
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+def _signed_in_as(request: Request, secret: str) -> Response:
+    """Open a session for the token ``secret`` and go to ``/`` with its cookie (or back to the login)."""
+    store = request.app.state.runtime.store
+    token = lookup(store, secret) if secret else None
+    if token is None:
+        return _login_page("That token is not valid.", status.HTTP_401_UNAUTHORIZED)
+    response = RedirectResponse("/", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"})
+    response.set_cookie(SESSION_COOKIE, open_session(store, token.id, time.time()), max_age=int(SESSION_TTL_S),
+                        httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
     return response
 
 
@@ -50,11 +58,9 @@ def _login_page(message: str = "", code: int = 200) -> HTMLResponse:
 def index(request: Request, token: str | None = None) -> Response:
     runtime = request.app.state.runtime
     if token is not None:  # a ?token= link: exchange it at once, and strip it from the address
-        if lookup(runtime.store, token) is None:
-            return _login_page("That link's token is not valid.", status.HTTP_401_UNAUTHORIZED)
-        return _with_session(RedirectResponse("/", status.HTTP_303_SEE_OTHER), request, token)
-    if not _signed_in(request):
-        return _login_page()
+        return _signed_in_as(request, token.strip())
+    if not _signed_in(request):  # 401 like every other route without a token, with the form as its body
+        return _login_page(code=status.HTTP_401_UNAUTHORIZED)
     page = _asset("index.html").replace("{{cluster}}", html.escape(runtime.config().cluster))
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
@@ -62,14 +68,15 @@ def index(request: Request, token: str | None = None) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-    token = (fields.get("token") or [""])[0].strip()
-    if not token or lookup(request.app.state.runtime.store, token) is None:
-        return _login_page("Unknown token.", status.HTTP_401_UNAUTHORIZED)
-    return _with_session(RedirectResponse("/", status.HTTP_303_SEE_OTHER), request, token)
+    return _signed_in_as(request, (fields.get("token") or [""])[0].strip())
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """End the session server-side (the cookie alone would be a copyable credential)."""
+    if not _signed_in(request):
+        return _login_page("You are signed out.", status.HTTP_401_UNAUTHORIZED)
+    close_session(request.app.state.runtime.store, request.cookies[SESSION_COOKIE])
     response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -4,14 +4,16 @@ Why a dependency and not middleware for auth: each route states the role it need
 code, and FastAPI documents the bearer scheme in the OpenAPI spec.
 
 Browsers: the dashboard's login trades a token for an HttpOnly, SameSite=Strict session cookie
-(:data:`SESSION_COOKIE`, holding the token itself, so revoking the token ends the session), and
-this dependency accepts it too. A cookie is sent by the browser on its own, so a state-changing
+(:data:`SESSION_COOKIE`, holding a random session id stored hashed server-side by
+:mod:`rm.sessions`, so logging out or revoking the token ends the session), and this dependency
+accepts it too. A cookie is sent by the browser on its own, so a state-changing
 request authenticated by the cookie alone must also carry ``X-Requested-With`` (a header a
 cross-site form cannot set): that is the CSRF guard. Bearer requests need no such header.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +22,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rm.auth import Role, lookup
+from rm.sessions import session_token
 
 bearer = HTTPBearer(auto_error=False, description="an API token: rmctl up writes one to <state_dir>/token")
 
@@ -39,19 +42,26 @@ def runtime(request: Request) -> Any:
     return request.app.state.runtime
 
 
+def _session_secret_refused(request: Request) -> None:
+    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"a request authenticated by the session cookie must carry the {CSRF_HEADER} header")
+
+
 def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    store = request.app.state.runtime.store
     secret = credentials.credentials if credentials is not None else ""
-    if not secret and request.cookies.get(SESSION_COOKIE):
-        secret = request.cookies[SESSION_COOKIE]
-        if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                f"a request authenticated by the session cookie must carry the {CSRF_HEADER} header")
-    if not secret:
+    if secret:
+        token = lookup(store, secret)
+    elif request.cookies.get(SESSION_COOKIE):
+        _session_secret_refused(request)
+        token = session_token(store, request.cookies[SESSION_COOKIE], time.time())
+    else:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
-    token = lookup(request.app.state.runtime.store, secret)
     if token is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token or session",
+                            headers={"WWW-Authenticate": "Bearer"})
     return Caller(name=token.name, role=Role(token.role))
 
 
@@ -75,6 +85,11 @@ def leader_only(rt: Any, action: str) -> None:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"this instance ({rt.instance_id}) is a standby and cannot {action}; "
                             f"send it to the leader ({holder})")
+
+
+def sees_all_jobs(who: Caller) -> bool:
+    """Admins manage every job and viewers watch them all (read-only); a user sees only their own."""
+    return who.role != Role.USER
 
 
 def iso(ts: float | None) -> str | None:

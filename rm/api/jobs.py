@@ -1,4 +1,8 @@
-"""Job endpoints: submit a workflow, follow it, cancel it."""
+"""Job endpoints: submit a workflow, follow it, cancel it.
+
+Who sees what: a user sees and cancels only their own jobs (another user's job is a 404, as if
+it did not exist); an admin sees and cancels all; a viewer sees all, read-only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
-from rm.api.deps import Caller, caller, iso, require, runtime
+from rm.api.deps import Caller, caller, iso, require, runtime, sees_all_jobs
 from rm.auth import Role
 from rm.demo import S1_ORTHO
 from rm.models import Job, Task
@@ -17,6 +21,14 @@ from rm.workflow import WorkflowError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
+
+def visible_job(session, job_id: str, who: Caller) -> Job:  # noqa: ANN001 - a Session
+    """The job if the caller may see it; another user's job answers 404 like a missing one,
+    so job ids cannot be probed."""
+    job = session.get(Job, job_id)
+    if job is None or not (sees_all_jobs(who) or job.owner == who.name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    return job
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -61,7 +73,8 @@ def _progress(session, job_ids: list[str]) -> dict[str, dict[str, int]]:  # noqa
 @router.get("")
 def list_jobs(limit: int = 50, who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
     with rt.store.session() as session:
-        jobs = list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(min(max(limit, 1), 500))))
+        query = select(Job) if sees_all_jobs(who) else select(Job).where(Job.owner == who.name)
+        jobs = list(session.scalars(query.order_by(Job.created_at.desc()).limit(min(max(limit, 1), 500))))
         progress = _progress(session, [j.id for j in jobs])
         return [_job_view(job, progress.get(job.id, {})) for job in jobs]
 
@@ -69,9 +82,7 @@ def list_jobs(limit: int = 50, who: Caller = Depends(caller), rt=Depends(runtime
 @router.get("/{job_id}")
 def get_job(job_id: str, who: Caller = Depends(caller), rt=Depends(runtime)) -> dict[str, Any]:  # noqa: ANN001
     with rt.store.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        job = visible_job(session, job_id, who)
         tasks = list(session.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.seq)))
         progress = _progress(session, [job_id]).get(job_id, {})
         return {**_job_view(job, progress), "tasks": [_task_view(t) for t in tasks]}
@@ -80,9 +91,7 @@ def get_job(job_id: str, who: Caller = Depends(caller), rt=Depends(runtime)) -> 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, who: Caller = Depends(require(Role.USER)), rt=Depends(runtime)) -> dict[str, Any]:  # noqa: ANN001
     with rt.store.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        job = visible_job(session, job_id, who)
         if who.role != Role.ADMIN and job.owner != who.name:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only the job's owner or an admin may cancel it")
     cancelled = rt.jobs.cancel(job_id, time.time())

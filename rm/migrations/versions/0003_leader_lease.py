@@ -1,7 +1,7 @@
 """leader_lease: the lease instances elect their leader with
 
-Revision ID: 0002_leader_lease
-Revises: 0001_baseline
+Revision ID: 0003_leader_lease
+Revises: 0002_dashboard_sessions
 Create Date: 2026-12-07 04:00:00
 """
 from typing import Sequence, Union
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0002_leader_lease'
-down_revision: Union[str, Sequence[str], None] = '0001_baseline'
+revision: str = '0003_leader_lease'
+down_revision: Union[str, Sequence[str], None] = '0002_dashboard_sessions'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
