@@ -5,7 +5,9 @@ lost + prefetch 1 mean a message leaves Redis only when its task has finished; a
 visibility timeout that agents keep renewing for the messages they hold (see
 :mod:`agents.lease`) means a dead node's messages are redelivered within seconds while a
 long task on a live node is never redelivered; deduplication of redelivered messages whose
-result is already stored means a redelivery does not re-run finished work.
+result is already stored means a redelivery does not re-run finished work. A result (or a
+"started" mark) written while the broker restarts is retried until it is back, for about as
+long as an outage can last, instead of failing the task with "Connection refused".
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from celery import Celery
 from agents.backend import backend_url
 
 DEFAULT_PRIORITY = 5
+#: Result backend retries during a broker outage: 100 ms doubling to 2 s (Celery adds full
+#: jitter), 90 tries, so a result written while the broker is down waits about 1.5 min for it.
+BACKEND_RETRIES = 90
+BACKEND_FIRST_RETRY_MS = 100
+BACKEND_MAX_RETRY_MS = 2000
 
 
 def make_app(
@@ -51,6 +58,10 @@ def make_app(
         task_default_priority=DEFAULT_PRIORITY,
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": visibility_timeout_s},
+        result_backend_always_retry=True,
+        result_backend_max_retries=BACKEND_RETRIES,
+        result_backend_base_sleep_between_retries_ms=BACKEND_FIRST_RETRY_MS,
+        result_backend_max_sleep_between_retries_ms=BACKEND_MAX_RETRY_MS,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -37,9 +37,12 @@ def redis_server_binary() -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, state_dir: str | Path) -> None:
+    """``port``: listen there rather than on a free port (a restarted broker keeps its address)."""
+
+    def __init__(self, state_dir: str | Path, port: int | None = None) -> None:
         self.dir = (Path(state_dir) / "redis").resolve()
         self.record = self.dir / "server.json"
+        self.fixed_port = port
         self.port: int | None = None
         self._process: subprocess.Popen | None = None
 
@@ -54,7 +57,7 @@ class EmbeddedRedis:
         if self._reuse_running():
             log.info("reusing embedded redis on port %s", self.port)
             return self.url
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         self._process = subprocess.Popen(
             [
                 redis_server_binary(),

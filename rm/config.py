@@ -67,6 +67,8 @@ class AgentConfig(_Frozen):
     soft_shutdown_timeout_s: float = Field(10.0, ge=0, description="Celery soft shutdown window on stop")
     broker_url: str | None = Field(
         None, pattern=r"^rediss?://", description="the broker's URL as cloud agents reach it; default: the manager's")
+    allow_shell: bool = Field(False, description="let workflows run builtin.shell commands on the agents "
+                                                 "(remote code execution by design: admins only)")
     broker_ca_file: str | None = Field(
         None, description="PEM file of the CA that signs a rediss:// broker's certificate; the manager and "
                           "every agent verify the broker with it")

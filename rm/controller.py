@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
 from policies.decision import Decision, Refusal
@@ -43,6 +44,8 @@ log = logging.getLogger("rm.controller")
 
 RECENT_TICKS = 300
 REFUSAL_REPEAT_S = 60.0  # a standing refusal is re-explained at most this often
+#: What a tick raises while the broker is down or restarting (reading queues, results, publishing).
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Controller:
         self._windows_seen: dict[str, bool] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
+        self._broker_lost_at: float | None = None
         self.ticks = 0
         self.errors = 0
 
@@ -88,14 +92,31 @@ class Controller:
             started = time.monotonic()
             try:
                 self.tick()
+            except BROKER_ERRORS as error:  # an outage: one warning for all of it, not one per tick
+                self.errors += 1
+                self._broker_unreachable(error)
             except Exception:  # never stop adaptive on error: log, and the next tick retries
                 self.errors += 1
                 log.exception("controller tick failed; retrying next tick")
+            else:
+                self._broker_reachable()
             elapsed = time.monotonic() - started
             self._halt.wait(max(0.0, self.config().policy.tick_s - elapsed))
 
     def stop(self) -> None:
         self._halt.set()
+
+    def _broker_unreachable(self, error: BaseException) -> None:
+        if self._broker_lost_at is None:
+            self._broker_lost_at = time.monotonic()
+            log.warning("the broker is unreachable (%s): ticks fail until it is back; no node is taken for "
+                        "lost meanwhile", error)
+
+    def _broker_reachable(self) -> None:
+        if self._broker_lost_at is not None:
+            log.warning("the broker is reachable again after %.1f s; ticking normally",
+                        time.monotonic() - self._broker_lost_at)
+            self._broker_lost_at = None
 
     def request_drain(self, node_id: str, by: str) -> None:
         self._admin_drains.put((node_id, by))

@@ -66,11 +66,13 @@ class JobService:
     def __init__(
         self, store: Store, app: Celery, cluster: str, *,
         registered: Collection[str], pool_label_sets: Collection[frozenset[str]], tracker: ActivityTracker,
+        allow_shell: bool = False,
     ) -> None:
         self.store = store
         self.app = app
         self.cluster = cluster
         self.registered = registered
+        self.allow_shell = allow_shell
         self.pool_label_sets = pool_label_sets
         self.tracker = tracker
         self._lock = threading.RLock()  # the API thread submits while the controller dispatches
@@ -80,7 +82,8 @@ class JobService:
     # -- submission ------------------------------------------------------------------------
     def submit(self, body: Any, owner: str, now: float) -> str:
         """Validate (raises rm.workflow.WorkflowError), store, and publish the first tasks."""
-        spec = validate_workflow(body, registered=self.registered, pool_label_sets=self.pool_label_sets)
+        spec = validate_workflow(body, registered=self.registered, pool_label_sets=self.pool_label_sets,
+                                 allow_shell=self.allow_shell)
         job_id = uuid.uuid4().hex
         with self._lock, self.store.session() as session:
             session.add(Job(id=job_id, name=spec.name, owner=owner, state=JobState.QUEUED,

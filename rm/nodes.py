@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rm.activity import ActivityTracker
+from rm.activity import ActivityTracker, WorkerActivity
 from rm.actuator import Actuator, Outcome
 from rm.config import ClusterConfig, PoolConfig
 from rm.demand import queues_for_pool
@@ -24,6 +24,7 @@ from rm.events import EventKind, record_event
 from rm.ledger import confirm_destroyed, confirm_gone, open_entry
 from rm.lifecycle import change_status, create_node
 from rm.models import Node
+from rm.monitor import Hearing
 from rm.states import LIVE, REGISTERED, NodeStatus
 from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchRequest, LaunchResult
 from providers.bootstrap import UserDataTooLarge
@@ -32,6 +33,8 @@ log = logging.getLogger("rm.nodes")
 
 S = NodeStatus
 TERMINATE_RETRY_S = 30.0
+#: After a broker outage, agents get this long to reconnect before their silence counts.
+OUTAGE_GRACE_S = 30.0
 BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
 BACKOFF_MAX_S = 300.0
 BACKOFF_MAX_EXPONENT = 16  # 5 s * 2**16 is far past the cap already; a long outage must not overflow a float
@@ -65,6 +68,23 @@ def backoff_sentence(pool: str, kind: LaunchErrorKind | None, delay: float) -> s
     return f"; pool {pool} waits {delay:.0f} s before launching again{admin}"
 
 
+def silence_counts_from(started_at: float, hearing: Hearing, timeout_s: float) -> float | None:
+    """Since when an agent's silence may make its node lost; None: not now.
+
+    Heartbeats travel through the broker, so while the manager does not hear the broker every
+    agent is silent and none of them is lost; after an outage each agent first has to notice it
+    and reconnect (Celery's own retry schedule), so silence counts only from ``OUTAGE_GRACE_S``
+    after the broker is heard again, minus the usual timeout (a node is lost at the earliest
+    ``OUTAGE_GRACE_S`` after the outage ends). Before the manager's start nothing was seen at all.
+    """
+    if hearing.since is None:
+        return None
+    counts_from = max(started_at, hearing.since)
+    if hearing.resumed_at is not None:
+        counts_from = max(counts_from, hearing.resumed_at + OUTAGE_GRACE_S - timeout_s)
+    return counts_from
+
+
 def launched_at(node: Node) -> float:
     """When the node's current launch was requested: a launch resumed after a restart starts the boot clock anew."""
     return max(node.created_at, (node.extra or {}).get("relaunched", 0.0))
@@ -88,8 +108,10 @@ class NodeKeeper:
     def __init__(
         self, config: Callable[[], ClusterConfig], actuator: Actuator, tracker: ActivityTracker,
         launch_request: Callable[[Session, PoolConfig, str, float], LaunchRequest], started_at: float,
+        hearing: Callable[[], Hearing],
     ) -> None:
         self.config = config
+        self.hearing = hearing  # whether the broker, which carries every heartbeat, is heard now
         self.actuator = actuator
         self.tracker = tracker
         self.launch_request = launch_request
@@ -300,7 +322,6 @@ class NodeKeeper:
 
     # -- agents ----------------------------------------------------------------------------
     def observe_workers(self, session: Session, nodes: Sequence[Node], now: float, pending: PendingActions) -> None:
-        policy = self.config().policy
         for node in nodes:
             if NodeStatus(node.status) not in LIVE:
                 continue  # fenced earlier in this tick
@@ -311,15 +332,32 @@ class NodeKeeper:
             if status == S.BOOTING:
                 self._observe_booting(session, node, now, pending)
             elif status in REGISTERED:
-                if not self.tracker.alive(node.worker or "", now, policy.heartbeat_timeout_s) and \
-                        now - self.started_at > policy.heartbeat_timeout_s:
-                    last_seen = worker.last_seen if worker is not None else (node.registered_at or now)
-                    silent = now - max(last_seen, self.started_at)
+                silent = self._silence_s(node, worker, now)
+                if silent is not None:
                     self._fence(session, node, S.LOST, EventKind.LOST, "heartbeat",
                                 f"node {node.id} of pool {node.pool} sent no heartbeat for {silent:.0f} s; "
                                 f"its unfinished tasks are redelivered when their lease expires", now, pending)
                 elif status in (S.IDLE, S.BUSY):
                     self._track_busy(session, node, now)
+
+    def _silence_s(self, node: Node, worker: WorkerActivity | None, now: float) -> float | None:
+        """How long the node's agent has been silent, when that makes it lost; else None.
+
+        Only silence while the broker is heard counts (:func:`silence_counts_from`); an agent
+        that announced it went offline is silent from the moment silence counts.
+        """
+        timeout_s = self.config().policy.heartbeat_timeout_s
+        if self.tracker.alive(node.worker or "", now, timeout_s):
+            return None
+        counts_from = silence_counts_from(self.started_at, self.hearing(), timeout_s)
+        if counts_from is None:
+            return None
+        if worker is None:
+            last_seen = node.registered_at or now
+        else:
+            last_seen = worker.last_seen if worker.online else float("-inf")
+        silent = now - max(last_seen, counts_from)
+        return silent if silent > timeout_s else None
 
     def _observe_booting(self, session: Session, node: Node, now: float, pending: PendingActions) -> None:
         pool = self.config().pool(node.pool)

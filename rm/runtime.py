@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from agents.app import make_app
 from agents.settings import AgentSettings
-from agents.tasks import BUILTIN_TASKS
+from agents.tasks import TASK_NAMES
 from agents.tls import with_ca_file
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
@@ -92,10 +92,11 @@ class Runtime:
         self.monitor = EventMonitor(self.app)
         self.monitor.start()
         self.monitor.connected.wait(MONITOR_READY_S)
-        self.jobs = JobService(self.store, self.app, config.cluster, registered=set(BUILTIN_TASKS),
+        self.jobs = JobService(self.store, self.app, config.cluster, registered=TASK_NAMES, allow_shell=config.agent.allow_shell,
                                pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker)
         self.actuator = self._make_actuator()
-        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now)
+        self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now,
+                                 hearing=self.monitor.hearing)
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
                                      self.jobs, self.actuator, self.keeper)
         self._spawn(self.controller.run, "controller")
@@ -127,6 +128,7 @@ class Runtime:
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
             preemption_watch="azure" if spot else "",
             broker_ca_pem=Path(agent.broker_ca_file).read_text() if agent.broker_ca_file else "",
+            allow_shell=agent.allow_shell,
         )
 
     def advertised_api_url(self) -> str:

@@ -12,9 +12,13 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from rm.broker import EmbeddedRedis, free_port
 from tests.e2e_support import Running, epoch, wait_for
 
 INSPECT_TIMEOUT_S = 2.0
@@ -88,3 +92,37 @@ def completions(running: Running, job_id: str) -> dict[int, int]:
     for row in running.task_rows(job_id):
         counts[row.completions] = counts.get(row.completions, 0) + 1
     return counts
+
+
+@contextmanager
+def own_broker(tmp: Path) -> Iterator[EmbeddedRedis]:
+    """A ``redis-server`` of the test's own, with its append-only file, on a port it keeps across
+    restarts (agents and manager reconnect to the same address); stopped at the end."""
+    server = EmbeddedRedis(tmp / "broker", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class Outage:
+    down_at: float
+    back_at: float
+
+
+def broker_outage(server: EmbeddedRedis, down_s: float) -> Outage:
+    """Stop the broker as a service restart does (SIGTERM: the append-only file is flushed), keep it
+    down ``down_s``, start it again on the same port from the same file."""
+    down_at = time.time()
+    server.stop()
+    time.sleep(max(0.0, down_at + down_s - time.time()))
+    server.start()
+    return Outage(down_at, time.time())
+
+
+def first_start_after(running: Running, job_id: str, at: float) -> float | None:
+    """Seconds from ``at`` to the first task of the job that started after it."""
+    starts = [row.started_at for row in running.task_rows(job_id) if row.started_at and row.started_at >= at]
+    return round(min(starts) - at, 3) if starts else None

@@ -26,12 +26,12 @@ from tests.workflows import S1_ORTHO  # noqa: F401 - re-exported for the e2e tes
 
 
 
-def issue_config(tmp: Path, database: str | None = None, **policy: Any) -> ClusterConfig:
+def issue_config(tmp: Path, database: str | None = None, broker: str = "embedded", **policy: Any) -> ClusterConfig:
     """The configuration of the issue, with its files under ``tmp`` and a free API port."""
     return parse_config({
         "cluster": "demo",
         "database": database or f"sqlite:///{tmp}/rm-demo.db",
-        "broker": "embedded",
+        "broker": broker,
         "state_dir": str(tmp / "state"),
         "api": {"host": "127.0.0.1", "port": 0},
         "policy": {"tick_s": 1, "load_factor": 1.0, "idle_timeout_s": 10, **policy},
@@ -103,9 +103,9 @@ class Running:
 
 
 @contextmanager
-def issue_cluster(tmp: Path, **policy: Any) -> Iterator[Running]:
+def issue_cluster(tmp: Path, broker: str = "embedded", **policy: Any) -> Iterator[Running]:
     """The issue's cluster, running, with its on-prem node registered; stopped on exit."""
-    running = Running(issue_config(tmp, **policy))
+    running = Running(issue_config(tmp, broker=broker, **policy))
     try:
         wait_for("the on-prem node to register", lambda: running.ready("onprem"), timeout_s=60)
         yield running

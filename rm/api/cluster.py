@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import or_, select
 
 from rm.api.costs import parse_instant
@@ -18,6 +18,7 @@ from rm.models import Job, LedgerEntry, Node, NodeHistory, ScalingEvent
 from rm.states import LIVE, SERVING
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
+MAX_ROW_ID = 2**31 - 1  # an Integer id column on PostgreSQL: a larger value would be a 500, not an empty list
 
 
 def _node_view(node: Node) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def drain(node_id: str, who: Caller = Depends(require(Role.ADMIN)), rt=Depends(r
 
 @router.get("/events")
 def events(pool: str | None = None, node: str | None = None, kind: str | None = None, job: str | None = None,
-           since_id: int = 0, since: str | None = None, until: str | None = None, limit: int = 200,
+           since_id: int = Query(0, ge=0, le=MAX_ROW_ID, description="events with a larger id only"), since: str | None = None, until: str | None = None, limit: int = 200,
            who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
     """Events, newest ``limit`` first cut, returned oldest first; ``since``/``until`` are ISO 8601 (UTC
     without an offset), ``since`` inclusive and ``until`` exclusive."""
