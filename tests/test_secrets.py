@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -147,7 +148,15 @@ def test_no_log_line_holds_a_secret(run: tuple[Secured, dict], log_lines: Lines)
     _secured, labelled = run
     text = "\n".join(log_lines.lines)
     assert "enrolment as node" in text and "launch" in text, "the run's log lines were captured"
-    found = [f"the log holds the {label}" for label in leaks(text, labelled)]
+    found = [f"the manager's log holds the {label}" for label in leaks(text, labelled)]
+    assert not found, "\n".join(found)
+
+
+def test_no_agent_log_holds_a_secret(run: tuple[Secured, dict]) -> None:
+    secured, labelled = run
+    logs = {path: path.read_text(errors="replace") for path in Path(secured.rt.state_dir).rglob("*.log")}
+    assert any("ready." in text for text in logs.values()), f"the on-prem agent's log was found: {sorted(logs)}"
+    found = [f"{path.name} holds the {label}" for path, text in logs.items() for label in leaks(text, labelled)]
     assert not found, "\n".join(found)
 
 
