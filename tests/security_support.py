@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.routing import iter_route_contexts
 
 from rm.api.app import create_app
 from rm.auth import ADMIN_TOKEN_ENV, Role, create_token
 from rm.config import parse_config
 from rm.runtime import Runtime
+from tests.helpers import wait_until
 
 CLUSTER = "sectest"
 
@@ -134,6 +138,25 @@ def collect_get_responses(secured: Secured, values: dict[str, str]) -> dict[str,
             for who, token in secured.tokens.items():
                 bodies[f"GET {path} as {who}"] = client.get(path, headers=bearer(token)).text
     return bodies
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextmanager
+def redis_server(argv: list[str], url: str, what: str) -> Iterator[str]:
+    """Run ``argv`` (a redis-server command line) until ``url`` answers; yield the URL; stop it."""
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: redis_answers(url), f"{what} to answer", timeout_s=30)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def bootstrap_tokens_in(user_data: str) -> list[str]:

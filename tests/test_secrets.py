@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
 from rm.auth import hash_token
@@ -27,7 +26,7 @@ from rm.models import BootstrapToken, Job, Node, ScalingEvent
 from tests.e2e_support import wait_for
 from tests.fakes import azure
 from tests.security_support import (Secured, bearer, bootstrap_tokens_in, collect_get_responses, leaks,
-                                    start_secured)
+                                    redis_server, start_secured)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -38,23 +37,10 @@ def broker_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     password = "broker-pw-" + secrets.token_urlsafe(16)
     port = free_port()
     tmp = tmp_path_factory.mktemp("broker")
-    server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass",
-                               password, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
-    try:
-        wait_for("the password-protected broker", lambda: _pings(url), timeout_s=30, every_s=0.1)
+    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+            "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    with redis_server(argv, f"redis://:{password}@127.0.0.1:{port}/0", "the password-protected broker") as url:
         yield url, password
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.ConnectionError:
-        return False
 
 
 class Lines(logging.Handler):
@@ -162,7 +148,15 @@ def test_no_log_line_holds_a_secret(run: tuple[Secured, dict], log_lines: Lines)
     _secured, labelled = run
     text = "\n".join(log_lines.lines)
     assert "enrolment as node" in text and "launch" in text, "the run's log lines were captured"
-    found = [f"the log holds the {label}" for label in leaks(text, labelled)]
+    found = [f"the manager's log holds the {label}" for label in leaks(text, labelled)]
+    assert not found, "\n".join(found)
+
+
+def test_no_agent_log_holds_a_secret(run: tuple[Secured, dict]) -> None:
+    secured, labelled = run
+    logs = {path: path.read_text(errors="replace") for path in Path(secured.rt.state_dir).rglob("*.log")}
+    assert any("ready." in text for text in logs.values()), f"the on-prem agent's log was found: {sorted(logs)}"
+    found = [f"{path.name} holds the {label}" for path, text in logs.items() for label in leaks(text, labelled)]
     assert not found, "\n".join(found)
 
 

@@ -62,17 +62,27 @@ def add_guarded_docs(app: FastAPI) -> None:
         return get_redoc_html(openapi_url=OPENAPI_PATH, title=f"{app.title} - API")
 
 
-class SecurityHeaders:
-    """Add :data:`BASE_HEADERS` to every response and the CSP to every one but the API viewers
-    (Swagger UI and ReDoc load their scripts from a CDN and run inline code)."""
+class HttpMiddleware:
+    """A pure ASGI middleware that handles HTTP requests (:meth:`handle`) and passes the rest on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class SecurityHeaders(HttpMiddleware):
+    """Add :data:`BASE_HEADERS` to every response and the CSP to every one but the API viewers
+    (Swagger UI and ReDoc load their scripts from a CDN and run inline code)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         with_csp = scope.get("path") not in DOC_PATHS
 
         async def send_with_headers(message: Message) -> None:
@@ -120,16 +130,10 @@ def _request_nuls(scope: Scope, body: bytes) -> list[list[Any]]:
     return found
 
 
-class RejectNul:
+class RejectNul(HttpMiddleware):
     """422 for a NUL character in the path, a query parameter or a JSON body, naming each field."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         messages: list[Message] = []
         while True:  # the body is already bounded by BodySizeLimit, which runs first
             message = await receive()

@@ -54,6 +54,7 @@ class SimCluster:
         self.pools = {p.name: p for p in config.pools}
         self.by_priority = sorted(config.pools, key=lambda p: (p.priority, p.name))
         self.nodes: dict[str, SimNode] = {}  # live nodes only
+        self.views: dict = {}  # node id -> its last NodeView, reused by rm.controller.pool_views
         self.free_nodes: dict[str, dict[str, SimNode]] = {p.name: {} for p in config.pools}
         self.queues: dict[LabelSet, deque[list]] = {}
         self.queued: dict[LabelSet, int] = {}
@@ -203,7 +204,7 @@ class SimCluster:
         self.launch_failures += 1
         self.backoff.setdefault(node.pool, LaunchBackoff()).failed(self.engine.now, kind)
         self.ledger.stop(node.id, self.engine.now, billed, "launch failed" if not billed else "boot timeout")
-        del self.nodes[node.id]
+        self._forget(node)
 
     def apply(self, decision: Decision) -> None:
         """Carry out a decision the way the controller's ``_act`` does."""
@@ -244,7 +245,11 @@ class SimCluster:
         node.status = S.TERMINATED
         self.providers[node.pool].released()
         self.ledger.stop(node.id, self.engine.now, True, reason)
+        self._forget(node)
+
+    def _forget(self, node: SimNode) -> None:
         del self.nodes[node.id]
+        self.views.pop(node.id, None)
 
     # -- reading ---------------------------------------------------------------------------
     def nodes_per_pool(self) -> dict[str, int]:

@@ -87,13 +87,13 @@ class Simulation:
         budgets = self.cluster.ledger.budget_views(now)
         self._note_violations(budgets)
         snapshot = Snapshot(pools=pool_views(self.config, self.cluster.nodes.values(), self.streaks,
-                                             self.cluster.backoff_until, now),
+                                             self.cluster.backoff_until, now, self.cluster.views),
                             demand=self._demand(), budgets=budgets)
         decision = self.policy.decide(snapshot, self.config.policy, now)
         self.cluster.apply(decision)
         self.streaks = next_streaks(decision, self.streaks)
         self.ticks += 1
-        self._sample(now)
+        self._sample(now, snapshot)
         if progress:
             progress(self.cluster.done, self.workload.tasks)
         if self._finished(now):
@@ -121,13 +121,13 @@ class Simulation:
         settled = all(n <= self.config.pool(p).min_nodes for p, n in self.cluster.nodes_per_pool().items())
         return settled or now - self.cluster.last_done_at >= self.settings.simulation.tail_s
 
-    def _sample(self, now: float) -> None:
+    def _sample(self, now: float, snapshot: Snapshot) -> None:
         line = self.timeline
         line.t.append(now - self.start)
         line.queued.append(self.cluster.queued_total())
         line.running.append(self.cluster._busy)
-        for pool, count in self.cluster.nodes_per_pool().items():
-            line.nodes[pool].append(count)
+        for pool in snapshot.pools:  # the live nodes when the tick began, launches of this tick not yet in
+            line.nodes[pool.name].append(len(pool.nodes))
         line.oldest_wait.append(self.cluster.oldest_wait())
         line.spend.append(self.cluster.ledger.spend_estimate(now))
 
