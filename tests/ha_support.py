@@ -66,6 +66,10 @@ class Instance:
         response.raise_for_status()
         return response.json()
 
+    def send(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """Any request, its response returned as it is (refusals included)."""
+        return httpx.request(method, f"{self.base}{path}", json=body, headers=self._headers, timeout=10)
+
     def leader(self) -> dict[str, Any]:
         return self.get("/api/v1/status")["leader"]
 

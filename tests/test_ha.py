@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import func, select, text
 
 from providers.base import CloudNode, LaunchRequest, LaunchResult, PoolSpec, Provider
 from rm.actuator import Actuator
+from rm.config import ConfigError, parse_config
 from rm.election import Elector
 from rm.events import EventKind, record_event
 from rm.leader import Fence, Lease, StaleLeader
@@ -280,7 +282,12 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_job(tmp_path: Path, pos
         wait_for("a to lead", lambda: a.leader()["holder"] == "a" and a.leader()["leading"])
         b = pair.start("b")
         assert b.leader() == {**b.leader(), "holder": "a", "leading": False}
-        wait_for("the on-prem node", lambda: [n for n in b.get("/api/v1/nodes") if n["state"] == "idle"])
+        onprem = wait_for("the on-prem node", lambda: [n for n in b.get("/api/v1/nodes") if n["state"] == "idle"])[0]
+        refused = b.send("POST", f"/api/v1/nodes/{onprem['id']}/drain")  # a standby holds no drain for anybody
+        assert (refused.status_code, refused.json()["detail"]) == (409, (
+            f"this instance (b) is a standby and cannot drain node {onprem['id']}; send it to the leader (a)"))
+        assert b.send("PUT", "/api/v1/policy", {"policy": {"idle_timeout_s": 5}}).status_code == 409
+        assert 'rm_leader{cluster="demo",instance="b"} 0.0' in b.send("GET", "/metrics").text
 
         job_id = b.submit("failover", count=16, seconds=3)  # through the standby: stored, the leader publishes
         wait_for("burst nodes booted and running tasks", lambda: [
@@ -293,6 +300,7 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_job(tmp_path: Path, pos
         assert took < 3 * LEASE_S, f"b took {took:.1f} s to take over"
         assert "taking over from instance a (epoch 1)" in elected["message"]
         assert b.leader() == {**b.leader(), "holder": "b", "epoch": 2, "leading": True}
+        assert 'rm_leader{cluster="demo",instance="b"} 1.0' in b.send("GET", "/metrics").text
         if how == "sigstop":
             pair.resume("a")
             lost = wait_for("a to step down", lambda: [e for e in b.events("leader") if e["cause"] == "leader_lost"],
@@ -321,10 +329,6 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_job(tmp_path: Path, pos
 
 # -- configuration -----------------------------------------------------------------------------
 def test_ha_settings_default_to_off_and_three_ticks(demo_yaml_text: str) -> None:
-    import yaml
-
-    from rm.config import parse_config
-
     data = yaml.safe_load(demo_yaml_text)
     config = parse_config(data)
     assert (config.ha.enabled, config.ha.instance_id, config.ha.lease_for(config.policy.tick_s)) == (False, None, 3.0)
@@ -339,10 +343,6 @@ def test_ha_settings_default_to_off_and_three_ticks(demo_yaml_text: str) -> None
     ({"enabeld": True}, "ha.enabeld", "Extra inputs are not permitted"),
 ])
 def test_bad_ha_settings_are_named(demo_yaml_text: str, ha: dict, field: str, message: str) -> None:
-    import yaml
-
-    from rm.config import ConfigError, parse_config
-
     with pytest.raises(ConfigError) as error:
         parse_config({**yaml.safe_load(demo_yaml_text), "ha": ha}, "cluster.yaml")
     assert f"  {field}: " in str(error.value) and message in str(error.value), str(error.value)
