@@ -3,7 +3,8 @@
 Why nodes mirror the stored :class:`~rm.models.Node` attributes (``id``, ``pool``, ``status``,
 ``running_tasks``, ``idle_since``, ``created_at``): the controller's own
 :func:`rm.controller.pool_views` turns them into the policy's snapshot. Status moves follow the
-production table (booting -> idle <-> busy -> draining -> terminating -> terminated, failed), billing
+production table (a launch starts in booting -> idle <-> busy -> draining -> terminating -> terminated,
+or failed), billing
 opens at the launch request and closes at confirmed destruction, like :mod:`rm.ledger` says.
 
 Tasks are never objects: a queue holds ``[submit, remaining, duration]`` batches, and a node
