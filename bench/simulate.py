@@ -3,10 +3,11 @@
 Prints JSON: ``comparison`` (one row per workload x policy on config/simulation/default.yaml: cost,
 cost / lower bound, p95 wait, churn, budget breaches) and ``scale`` (1,000,000 burst tasks on
 config/simulation/scale.yaml, up to 10,200 nodes: wall seconds, peak RSS of this process, cost /
-bound). With ``--docs DIR`` it also writes the comparison table and chart and the burst run's
+bound), and ``default_idle_timeout_60s`` (ours again with ``idle_timeout_s`` 60 instead of the
+file's 300: what the release delay costs). With ``--docs DIR`` it also writes the comparison table and chart and the burst run's
 report there (the README's pictures live in docs/sim/).
 
-Usage: python bench/simulate.py [--seed 0] [--scale-tasks 1000000] [--docs docs/sim] [--skip-scale]
+Usage: python bench/simulate.py [--seed 0] [--scale-tasks 1000000] [--docs docs/sim] [--skip-scale | --only-scale]
 """
 
 from __future__ import annotations
@@ -50,15 +51,21 @@ def main() -> None:
     parser.add_argument("--scale-tasks", type=int, default=1_000_000)
     parser.add_argument("--docs", type=Path, default=None)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--only-scale", action="store_true", help="the scale run alone (its peak RSS is its own)")
     args = parser.parse_args()
+    if args.only_scale:
+        print(json.dumps({"scale": scale_run(args.scale_tasks, args.seed)}, indent=2))
+        return
     settings = load_simulation()
     started = time.perf_counter()
     results = compare(settings, seed=args.seed)
     out = {"comparison_wall_s": round(time.perf_counter() - started, 1), "comparison": rows(results)}
+    out["default_idle_timeout_60s"] = rows(compare(settings.with_policy(idle_timeout_s=60), policies=["default"],
+                                                   seed=args.seed))
     if args.docs:
         write_comparison(results, args.docs)
         write_run(simulate(settings, make_workload("burst", None, args.seed), "default", args.seed), args.docs)
-    if not args.skip_scale:  # last: its RSS is the peak of the whole process
+    if not args.skip_scale:  # last; the peak RSS then covers the comparison too (--only-scale for its own)
         out["scale"] = scale_run(args.scale_tasks, args.seed)
     print(json.dumps(out, indent=2))
 

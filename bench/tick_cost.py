@@ -4,9 +4,10 @@ Two halves, timed apart on a fresh SQLite store holding N busy priced nodes (eac
 ledger entry) plus 10 on-prem nodes, a global monthly budget and 1,000,000 tasks waiting:
 
 - ``decide_ms``: the pure policy, :func:`policies.load_factor.decide` on the snapshot (budget gate
-  included). This is what the simulator runs every simulated tick.
+  included). This is what the simulator runs every simulated tick. ``decide_idle_ms``: the same
+  nodes all idle past their timeout with nothing queued (the release path: every node a candidate).
 - ``store_ms``: the store half of a real tick, in one session as ``Controller.tick`` does it:
-  load the live nodes (``NodeKeeper.live_nodes``), the budgets from the ledger
+  load the live nodes (``NodeKeeper.live_nodes``, three times like the tick), the budgets from the ledger
   (``rm.budget.budget_views`` with the tick-to-tick cache, then ``record_alerts``), and the
   snapshot (``rm.controller.pool_views``), committed. Its parts are reported too:
   ``load_nodes_ms``, ``budgets_ms``, ``snapshot_ms``.
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from rm.nodes import NodeKeeper  # noqa: E402
 from rm.store import Store  # noqa: E402
 
 QUEUED = 1_000_000
+LIVE_NODE_READS = 3  # Controller.tick reads the live nodes three times (before, after drains, for the counts)
 
 
 def config_for(nodes: int):
@@ -75,7 +78,8 @@ def one_tick(store: Store, config, cache: BudgetCache, now: float) -> tuple[dict
     started = time.perf_counter()
     with store.session() as session:
         mark = time.perf_counter()
-        nodes = NodeKeeper.live_nodes(session)
+        for _ in range(LIVE_NODE_READS):
+            nodes = NodeKeeper.live_nodes(session)
         ms["load_nodes_ms"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
         budgets = budget_views(session, config, now, cache)
@@ -106,10 +110,19 @@ def measure(nodes: int) -> dict[str, float]:
         mark = time.perf_counter()
         decision = decide(snapshot, config.policy, now + i)
         decide_ms.append((time.perf_counter() - mark) * 1000)
+    idle = Snapshot(pools=tuple(replace(p, nodes=tuple(replace(n, status="idle", running_tasks=0, idle_since=now - 3600,
+                                                                 removal_streak=5) for n in p.nodes))
+                                for p in snapshot.pools), budgets=snapshot.budgets)
+    idle_ms = []
+    for i in range(6):
+        mark = time.perf_counter()
+        decide(idle, config.policy, now + i)
+        idle_ms.append((time.perf_counter() - mark) * 1000)
     warm = [t for t, _ in ticks[1:]]
     out = {key: round(statistics.median(t[key] for t in warm), 1) for key in warm[0]}
     out["cold_store_ms"] = round(ticks[0][0]["store_ms"], 1)
     out["decide_ms"] = round(statistics.median(decide_ms[1:]), 2)
+    out["decide_idle_ms"] = round(statistics.median(idle_ms[1:]), 2)
     out["launches"] = sum(launch.count for launch in decision.launches)
     return out
 

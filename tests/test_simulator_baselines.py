@@ -76,3 +76,13 @@ def test_every_baseline_finishes_the_work_within_max_nodes(policy: str) -> None:
     assert run.metrics.cost_over_bound is None or run.metrics.cost_over_bound >= 1.0
     if policy == "onprem":
         assert run.metrics.total_cost == 0 and max(run.timeline.nodes["cloud"]) == 0
+
+
+def test_baselines_know_nothing_of_money_and_their_breaches_are_counted() -> None:
+    """The burn cap admits 10 cloud nodes at 0.60/h; ProActive's rule launches all 12 and breaches it."""
+    settings = sim_settings(budgets={"global": {"period": "month", "amount": "500", "max_burn_per_hour": "6"}})
+    workload = make_workload("burst", 600, 1)
+    ours = simulate(settings, workload, "default", seed=1).metrics
+    theirs = simulate(settings, workload, "proactive", seed=1).metrics
+    assert ours.budget_violations == 0 and ours.peak_nodes <= 12
+    assert theirs.budget_violations == 1 and theirs.peak_nodes == 14

@@ -59,6 +59,8 @@ def plot_cost_vs_wait(results: Sequence[RunMetrics], path: Path) -> Path:
         for m in (m for m in results if m.workload == workload):
             ax.scatter(m.wait_p95_s / 60, m.total_cost, s=60, marker="*" if m.policy == "default" else "o")
             ax.annotate(m.policy, (m.wait_p95_s / 60, m.total_cost), textcoords="offset points", xytext=(5, 5))
+        ax.set_xscale("symlog", linthresh=1.0)  # onprem-only waits hours, the rest minutes
+        ax.set_yscale("symlog", linthresh=1.0)  # static costs tens of times the others, onprem nothing
         ax.set_title(workload)
         ax.set_xlabel("p95 queue wait (minutes)")
         ax.set_ylabel(f"total cost ({results[0].currency})")

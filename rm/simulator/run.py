@@ -69,7 +69,7 @@ class Simulation:
         self.streaks: dict[str, int] = {}
         self.timeline = Timeline(nodes={p.name: [] for p in self.config.pools})
         self.ticks = 0
-        self.violations: set[tuple[str, float]] = set()
+        self.violations: set[tuple[str, str, float]] = set()
         self.stopped = False
 
     # -- the loop --------------------------------------------------------------------------
@@ -107,10 +107,16 @@ class Simulation:
                      for l in sorted(labels, key=sorted))
 
     def _note_violations(self, budgets: tuple[BudgetView, ...]) -> None:
-        """A budget whose money spent in its period passed its amount, once per scope and period."""
+        """A budget passed: money spent in its period above its amount, or the burn rate above its cap.
+
+        Counted once per budget, kind and period (a run in one month breaches each at most once).
+        """
         for view in budgets:
+            period = period_bounds(view.period, self.engine.now)[0]
             if view.amount is not None and view.spent > view.amount:
-                self.violations.add((view.scope, period_bounds(view.period, self.engine.now)[0]))
+                self.violations.add((view.scope, "amount", period))
+            if view.max_burn_per_hour is not None and view.burn_per_hour > view.max_burn_per_hour:
+                self.violations.add((view.scope, "burn", period))
 
     def _finished(self, now: float) -> bool:
         """All tasks done, and the policy had its tail to give nodes back (or keeps them by design)."""
