@@ -54,7 +54,7 @@ def run(settings: AgentSettings) -> None:
         restore_interval_s=settings.restore_interval_s,
         soft_shutdown_timeout_s=settings.soft_shutdown_timeout_s,
     )
-    register_builtin_tasks(app)
+    register_builtin_tasks(app, allow_shell=settings.allow_shell)
     for module in settings.task_modules:
         importlib.import_module(module)
     renewer = LeaseRenewer(broker_url, settings.lease_renew_s)

@@ -11,6 +11,8 @@ from typing import Any
 
 from celery import Celery
 
+from agents.shell import SHELL_TASK, shell_task
+
 MAX_SECONDS = 24 * 3600
 
 
@@ -44,8 +46,11 @@ def echo(**kwargs: Any) -> dict[str, Any]:
 
 
 BUILTIN_TASKS = {"builtin.sleep": sleep, "builtin.cpu": cpu, "builtin.echo": echo}
+TASK_NAMES = frozenset({*BUILTIN_TASKS, SHELL_TASK})  # what a workflow may name (shell only when allowed)
 
 
-def register_builtin_tasks(app: Celery) -> None:
+def register_builtin_tasks(app: Celery, allow_shell: bool = False) -> None:
+    """Register the built-ins; ``builtin.shell`` always, so a shell message is refused, not lost."""
     for name, function in BUILTIN_TASKS.items():
         app.task(name=name)(function)
+    app.task(name=SHELL_TASK)(shell_task(allow_shell))

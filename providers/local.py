@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict
 from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchRequest, LaunchResult, PoolSpec, Provider
 
 log = logging.getLogger("providers.local")
+#: The manager's API secrets: an agent never calls the API with them, and task code could read them.
+MANAGER_ONLY_ENV = frozenset({"RM_ADMIN_TOKEN", "RM_TOKEN"})
 
 TERM_GRACE_S = 20.0
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # where `agents` is importable from
@@ -83,7 +85,7 @@ class LocalProvider(Provider):
         existing = self._read(self._record_path(agent.node_id))
         if existing and self._process(existing):
             return LaunchResult(agent.node_id, True, provider_ref=f"pid:{existing['pid']}")
-        env = dict(os.environ)
+        env = {name: value for name, value in os.environ.items() if name not in MANAGER_ONLY_ENV}
         env[SETTINGS_ENV] = agent.to_json()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:

@@ -4,6 +4,10 @@ Why a thread pool per pool and futures: a cloud launch or a terminate can take m
 provider outage must never stall the controller's tick, nor another pool's calls (a hung cloud
 fills only its own pool's threads). The controller submits work here and, at the top of each
 tick, collects what has finished.
+
+Every provider call and agent command first passes ``guard`` (with high availability on, the
+leader fence of rm/leader.py): checked in the worker thread right before the call, so an
+operation queued by an instance that has since lost the lease is refused, not run late.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +41,9 @@ class Outcome:
 
 class Actuator:
     def __init__(self, app: Celery, providers: dict[str, Provider], specs: dict[str, PoolSpec],
-                 workers_per_pool: int = 4) -> None:
+                 workers_per_pool: int = 4, guard: Callable[[str], None] | None = None) -> None:
         self.app = app
+        self.guard = guard or (lambda action: None)  # raises (rm.leader.StaleLeader) to refuse an action
         self.providers = providers  # by pool name
         self.specs = specs
         self._executors = {pool: ThreadPoolExecutor(max_workers=workers_per_pool, thread_name_prefix=f"actuator-{pool}")
@@ -49,9 +54,14 @@ class Actuator:
     # -- provider operations (asynchronous) ------------------------------------------------
     def _submit(self, op: str, pool: str, node_ids: Sequence[str], fn: Any, *args: Any) -> None:
         started_at = time.time()
-        future = self._executors[pool].submit(fn, *args)
+        action = f"{op} in pool {pool}" + (f" (nodes {', '.join(node_ids)})" if node_ids else "")
+        future = self._executors[pool].submit(self._guarded, action, fn, *args)
         with self._lock:
             self._pending.append((op, pool, tuple(node_ids), future, started_at))
+
+    def _guarded(self, action: str, fn: Any, *args: Any) -> Any:
+        self.guard(action)
+        return fn(*args)
 
     def launch(self, pool: str, requests: Sequence[LaunchRequest]) -> None:
         self._submit("launch", pool, [r.node_id for r in requests], self.providers[pool].launch, self.specs[pool],
@@ -87,14 +97,17 @@ class Actuator:
 
     def terminate_now(self, pool: str, node_ids: Sequence[str]) -> None:
         """Synchronous destroy, used only when the manager stops."""
+        self.guard(f"terminate in pool {pool} (nodes {', '.join(node_ids)})")
         self.providers[pool].terminate(self.specs[pool], list(node_ids))
 
     # -- agent remote control (broadcast, no reply awaited) --------------------------------
     def stop_consuming(self, worker: str, queues: Sequence[str]) -> None:
+        self.guard(f"stop agent {worker} consuming")
         for queue in queues:
             self.app.control.cancel_consumer(queue, destination=[worker])
 
     def shutdown_agent(self, worker: str) -> None:
+        self.guard(f"shut agent {worker} down")
         self.app.control.shutdown(destination=[worker])
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -98,6 +99,20 @@ def budget_views(session: Session, config: ClusterConfig, now: float,
     shares = {b.scope: cache.share(b.scope, bounds[b.scope]) for b in budgets}
     since = min(max(bounds[b][0], shares[b].watermark - CLOSING_MARGIN_S) for b in bounds)
     entries = entries_between(session, since, max(e for _, e in bounds.values()))
+    return views_from_entries(config, entries, now, cache)
+
+
+def views_from_entries(config: ClusterConfig, entries: Iterable[LedgerEntry], now: float,
+                       cache: BudgetCache) -> tuple[BudgetView, ...]:
+    """Budget views from ledger entries already at hand: the open ones and those closed since the last call.
+
+    Why apart from the query: the simulator keeps its ledger entries in memory and asks the same
+    arithmetic as the controller, without a database.
+    """
+    budgets = configured_budgets(config)
+    bounds = {b.scope: period_bounds(b.config.period, now) for b in budgets}
+    shares = {b.scope: cache.share(b.scope, bounds[b.scope]) for b in budgets}
+    entries = list(entries)
     return tuple(_view(b, config.currency, [e for e in entries if b.pool in (None, e.pool)], bounds[b.scope],
                        shares[b.scope], now) for b in budgets)
 

@@ -243,11 +243,13 @@ def budget(config: Optional[Path] = ConfigOption, api: Optional[str] = ApiOption
 from rm.cli_policy import policy_app  # noqa: E402 - it reuses this module's options and helpers
 
 from rm.cli_db import db_app  # noqa: E402 - it reuses this module's helpers
-from rm.cli_token import token_app  # noqa: E402 - it reuses this module's helpers
+from rm.cli_token import token_app  # noqa: E402 - it reuses this module's options and helpers
+from rm.cli_simulate import simulate_app  # noqa: E402 - it reuses this module's helpers
 
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(simulate_app, name="simulate")
 
 
 def main() -> None:

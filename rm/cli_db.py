@@ -7,10 +7,13 @@ stands without starting anything. These commands talk to the database, not to th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
+from sqlalchemy import Engine
 
 from rm import schema
 from rm.cli import _load, _table, console
@@ -20,24 +23,27 @@ DbConfigOption = typer.Option(None, "--config", "-c", help="cluster YAML file (i
 DatabaseOption = typer.Option(None, "--database", help="database URL, instead of --config")
 
 
-def _store(config: Optional[Path], database: Optional[str]):  # noqa: ANN202 - rm.store.Store, imported lazily
+@contextmanager
+def _engine(config: Optional[Path], database: Optional[str]) -> Iterator[Engine]:
+    """The engine of the database named by --database or the config's ``database``; disposed after."""
     from rm.store import Store
 
     url = database or (_load(config).database if config is not None else None)
     if url is None:
         console.print("[red]--config or --database is required: which database?[/red]")
         raise typer.Exit(2)
-    return Store(url)
+    store = Store(url)
+    try:
+        yield store.engine
+    finally:
+        store.dispose()
 
 
 @db_app.command("upgrade")
 def upgrade(config: Optional[Path] = DbConfigOption, database: Optional[str] = DatabaseOption) -> None:
     """Bring the database to the newest revision (a pre-migration database is stamped first)."""
-    store = _store(config, database)
-    try:
-        start = schema.upgrade(store.engine)
-    finally:
-        store.dispose()
+    with _engine(config, database) as engine:
+        start = schema.upgrade(engine)
     target = schema.head()
     if start == target:
         console.print(f"database already at the newest revision {target}")
@@ -48,11 +54,8 @@ def upgrade(config: Optional[Path] = DbConfigOption, database: Optional[str] = D
 @db_app.command("current")
 def current(config: Optional[Path] = DbConfigOption, database: Optional[str] = DatabaseOption) -> None:
     """Print the database's revision; exit 1 when it is behind the newest one."""
-    store = _store(config, database)
-    try:
-        revision = schema.current(store.engine)
-    finally:
-        store.dispose()
+    with _engine(config, database) as engine:
+        revision = schema.current(engine)
     target = schema.head()
     if revision == target:
         console.print(f"{revision} (head)")

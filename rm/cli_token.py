@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from sqlalchemy.exc import IntegrityError
 
 from rm.auth import Role, TokenError, create_token, list_tokens, revoke_token
+from rm.cli import _load, _table, console
 from rm.store import Store
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (in the cluster's database).", no_args_is_help=True)
@@ -27,8 +29,6 @@ StoreConfigOption = typer.Option(None, "--config", "-c", help=f"cluster YAML fil
 
 
 def _store(config: Optional[Path]) -> Store:
-    from rm.cli import _load, console
-
     path = config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     if path is None:
         console.print(f"[red]which cluster? give --config FILE or set ${CONFIG_ENV}[/red]")
@@ -39,8 +39,6 @@ def _store(config: Optional[Path]) -> Store:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rm.cli import console
-
     console.print(f"[red]{message}[/red]")
     return typer.Exit(code)
 
@@ -55,9 +53,7 @@ def create(role: Role = typer.Option(..., "--role", help="admin | user | viewer"
     store = _store(config)
     try:
         token = create_token(store, name, role, time.time())
-    except Exception as error:  # the unique name constraint, whatever the database calls it
-        if "unique" not in str(error).lower():
-            raise
+    except IntegrityError:  # the unique name
         raise _fail(f"--name {name!r}: a token with that name exists (revoke it first)") from None
     finally:
         store.dispose()
@@ -68,8 +64,6 @@ def create(role: Role = typer.Option(..., "--role", help="admin | user | viewer"
 @token_app.command("list")
 def list_(config: Optional[Path] = StoreConfigOption) -> None:
     """List tokens: name, role, creation time (never the token or its hash)."""
-    from rm.cli import _table
-
     store = _store(config)
     try:
         rows = list_tokens(store)

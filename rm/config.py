@@ -67,6 +67,8 @@ class AgentConfig(_Frozen):
     soft_shutdown_timeout_s: float = Field(10.0, ge=0, description="Celery soft shutdown window on stop")
     broker_url: str | None = Field(
         None, pattern=r"^rediss?://", description="the broker's URL as cloud agents reach it; default: the manager's")
+    allow_shell: bool = Field(False, description="let workflows run builtin.shell commands on the agents "
+                                                 "(remote code execution by design: admins only)")
     broker_ca_file: str | None = Field(
         None, description="PEM file of the CA that signs a rediss:// broker's certificate; the manager and "
                           "every agent verify the broker with it")
@@ -93,6 +95,20 @@ class AgentConfig(_Frozen):
         if self.lease_renew_s * 2 >= self.visibility_timeout_s:
             raise ValueError("lease_renew_s must be less than half of visibility_timeout_s")
         return self
+
+
+class HaConfig(_Frozen):
+    """High availability: instances sharing one database and broker elect one leader by a lease."""
+
+    enabled: bool = Field(False, description="elect a leader among instances; off: this instance always leads")
+    lease_s: float | None = Field(
+        None, gt=0, le=3600, description="a leader that stops renewing loses the lease after this; default: 3 ticks")
+    instance_id: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="this instance's name in the lease; default: <hostname>-<pid>")
+
+    def lease_for(self, tick_s: float) -> float:
+        return self.lease_s if self.lease_s is not None else 3 * tick_s
 
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]  # 0.40 in YAML is Decimal("0.4"), never a float
@@ -209,6 +225,7 @@ class ClusterConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     policy: PolicyConfig = PolicyConfig()
     agent: AgentConfig = AgentConfig()
+    ha: HaConfig = HaConfig()
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of every price and budget")
     pools: tuple[PoolConfig, ...]
     budgets: BudgetsConfig = BudgetsConfig()  # after pools: its validator checks pool names
@@ -226,6 +243,14 @@ class ClusterConfig(_Frozen):
         if not database.startswith(("sqlite://", "postgresql")):
             raise ValueError("database must be a sqlite:/// or postgresql+psycopg:// URL")
         return database
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_tick(self) -> "ClusterConfig":
+        lease_s = self.ha.lease_for(self.policy.tick_s)
+        if lease_s <= self.policy.tick_s:
+            raise ValueError(f"ha.lease_s ({lease_s:g}) must be longer than policy.tick_s ({self.policy.tick_s:g}): "
+                             "the leader renews its lease once a tick")
+        return self
 
     @field_validator("pools")
     @classmethod

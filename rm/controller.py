@@ -4,6 +4,9 @@ Why this shape (Kubernetes cluster-autoscaler's planner/actuator, Ray autoscaler
 adaptive): the decision is a pure function of a snapshot and a clock, so it can be tested,
 replayed and simulated; acting goes through the actuator's futures, so no provider call blocks
 a tick; ticks never overlap; an error in a tick is logged and the next tick starts afresh.
+
+With high availability on, only the leader ticks; a standby only follows the agents' events
+(so that its picture of who is alive and busy is current the moment it takes over).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from kombu.exceptions import OperationalError
@@ -32,6 +35,7 @@ from rm.config import ClusterConfig, PoolConfig
 from rm.demand import build_demand, is_cluster_queue, labels_of, queues_for_pool, waiting_by_queue
 from rm.events import EventKind, record_event
 from rm.jobs import JobService
+from rm.leader import StaleLeader
 from rm.metrics import publish_budgets, publish_tick
 from rm.models import Node
 from rm.monitor import EventMonitor
@@ -63,7 +67,7 @@ class Controller:
     def __init__(
         self, config: Callable[[], ClusterConfig], store: Store, broker: redis.Redis, monitor: EventMonitor,
         tracker: ActivityTracker, jobs: JobService, actuator: Actuator, keeper: NodeKeeper,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.store = store
@@ -74,6 +78,9 @@ class Controller:
         self.actuator = actuator
         self.keeper = keeper
         self.clock = clock
+        self.leading = leading
+        self._was_leading = False
+        self._full_reconcile = False
         self.reports: deque[TickReport] = deque(maxlen=RECENT_TICKS)
         self.streaks: dict[str, int] = {}
         self._refusals_seen: dict[tuple, float] = {}
@@ -82,6 +89,7 @@ class Controller:
         self._windows_seen: dict[str, bool] = {}
         self._admin_drains: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._halt = threading.Event()
+        self._nudged = threading.Event()  # set by stop() and wake(): the loop's wait ends early
         self._broker_lost_at: float | None = None
         self.ticks = 0
         self.errors = 0
@@ -91,7 +99,12 @@ class Controller:
         while not self._halt.is_set():
             started = time.monotonic()
             try:
-                self.tick()
+                if self._lead():
+                    self.tick()
+                else:
+                    self.follow()
+            except StaleLeader as error:  # another instance took over mid-tick: nothing of it was committed
+                log.warning("controller tick abandoned: %s", error)
             except BROKER_ERRORS as error:  # an outage: one warning for all of it, not one per tick
                 self.errors += 1
                 self._broker_unreachable(error)
@@ -101,10 +114,31 @@ class Controller:
             else:
                 self._broker_reachable()
             elapsed = time.monotonic() - started
-            self._halt.wait(max(0.0, self.config().policy.tick_s - elapsed))
+            self._nudged.wait(max(0.0, self.config().policy.tick_s - elapsed))
+            self._nudged.clear()
 
     def stop(self) -> None:
         self._halt.set()
+        self._nudged.set()
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the current wait (a standby just elected leader)."""
+        self._nudged.set()
+
+    def _lead(self) -> bool:
+        """Whether to tick; a new leader's first tick reads every unfinished task's outcome."""
+        leading = self.leading()
+        if leading and not self._was_leading:
+            self._full_reconcile = True
+        self._was_leading = leading
+        return leading
+
+    def follow(self) -> None:
+        """A standby's tick: fold the agents' events into the tracker; act on nothing, write nothing."""
+        for at, event in self.monitor.drain():
+            update = self.tracker.apply(event, at)
+            if update is not None and update.kind in ("succeeded", "failed", "revoked"):
+                self.tracker.queue_of.pop(update.task_id, None)  # the leader records it; keep the map small
 
     def _broker_unreachable(self, error: BaseException) -> None:
         if self._broker_lost_at is None:
@@ -171,7 +205,8 @@ class Controller:
     def _observe_agents(self, now: float) -> None:
         updates = [self.tracker.apply(event, at) for at, event in self.monitor.drain()]
         self.jobs.apply_updates(updates, now)
-        self.jobs.reconcile(now)
+        self.jobs.reconcile(now, full=True if self._full_reconcile else None)
+        self._full_reconcile = False
         self.jobs.dispatch_ready(now)  # before demand is measured: what became ready counts this tick
 
     def _request_listings(self, now: float) -> None:
@@ -197,20 +232,7 @@ class Controller:
         """The policy's input, built without acting: ``config`` and ``now`` default to the live ones."""
         config = config or self.config()
         now = self.clock() if now is None else now
-        views: dict[str, list[NodeView]] = {}
-        for node in nodes:
-            views.setdefault(node.pool, []).append(NodeView(
-                id=node.id, pool=node.pool, status=node.status, running_tasks=node.running_tasks,
-                idle_since=node.idle_since if node.status == NodeStatus.IDLE else None,
-                created_at=node.created_at, removal_streak=self.streaks.get(node.id, 0),
-            ))
-        pools = tuple(
-            PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
-                     labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
-                     launch_backoff_until=self.keeper.backoff_until(p.name), window_open=window_open(p.windows, now),
-                     **billing_fields(p))
-            for p in config.pools
-        )
+        pools = pool_views(config, nodes, self.streaks, self.keeper.backoff_until, now)
         return Snapshot(pools=pools, demand=demand, budgets=budgets)
 
     def _explain_windows(self, session: Session, snapshot: Snapshot, config: ClusterConfig, now: float) -> None:
@@ -243,8 +265,7 @@ class Controller:
                 self.keeper.destroy_now(session, node, drain.cause, drain.message, now, pending)
             elif node.status == NodeStatus.IDLE:
                 self.keeper.drain(session, node, drain.cause, drain.message, now)
-        drained = {d.node_id for d in decision.drains}
-        self.streaks = {n: self.streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
+        self.streaks = next_streaks(decision, self.streaks)
         self._explain_refusals(session, decision.refusals, now)
 
     def _explain_refusals(self, session: Session, refusals: Sequence[Refusal], now: float) -> None:
@@ -286,6 +307,61 @@ class Controller:
             "targets": [t.__dict__ for t in report.decision.targets],
             "nodes_by_pool": report.nodes_by_pool,
         }
+
+
+class NodeLike(Protocol):
+    """What a snapshot reads of a node: a stored :class:`Node` or the simulator's."""
+
+    id: str
+    pool: str
+    status: str
+    running_tasks: int
+    idle_since: float | None
+    created_at: float
+
+
+def node_view(node: NodeLike, streak: int) -> NodeView:
+    """The policy's picture of one node; ``streak`` is its consecutive removal recommendations."""
+    return NodeView(
+        id=node.id, pool=node.pool, status=node.status, running_tasks=node.running_tasks,
+        idle_since=node.idle_since if node.status == NodeStatus.IDLE else None,
+        created_at=node.created_at, removal_streak=streak,
+    )
+
+
+def pool_views(config: ClusterConfig, nodes: Iterable[NodeLike], streaks: dict[str, int],
+               backoff_until: Callable[[str], float], now: float,
+               memo: dict[str, tuple[tuple, NodeView]] | None = None) -> tuple[PoolView, ...]:
+    """Every configured pool as the policy sees it (the controller's and the simulator's snapshot).
+
+    ``memo`` (node id -> last view) reuses a node's view while nothing it shows has changed:
+    building 10,000 frozen views a tick is most of a simulated tick's cost at that scale.
+    """
+    views: dict[str, list[NodeView]] = {}
+    for node in nodes:
+        streak = streaks.get(node.id, 0)
+        if memo is None:
+            view = node_view(node, streak)
+        else:
+            key = (node.status, node.running_tasks, node.idle_since, streak)
+            known = memo.get(node.id)
+            if known is None or known[0] != key:
+                known = memo[node.id] = (key, node_view(node, streak))
+            view = known[1]
+        views.setdefault(node.pool, []).append(view)
+    return tuple(
+        PoolView(name=p.name, priority=p.priority, slots=p.slots, min_nodes=p.min_nodes, max_nodes=p.max_nodes,
+                 labels=frozenset(p.labels), price_per_hour=p.price_per_hour, nodes=tuple(views.get(p.name, ())),
+                 launch_backoff_until=backoff_until(p.name), window_open=window_open(p.windows, now),
+                 **billing_fields(p))
+        for p in config.pools
+    )
+
+
+def next_streaks(decision: Decision, streaks: dict[str, int]) -> dict[str, int]:
+    """Removal streaks after a decision: recommended again and not drained counts one more tick."""
+    drained = {d.node_id for d in decision.drains}
+    return {n: streaks.get(n, 0) + 1 for n in decision.removal_candidates if n not in drained}
 
 
 def billing_fields(pool: PoolConfig) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     BUDGET_ALERT = "budget-alert"
     WINDOW = "window"
     POLICY = "policy"
+    LEADER = "leader"  # causes: leader_elected, leader_lost
 
 
 def record_event(
@@ -60,7 +61,8 @@ def record_event(
     session.add(event)
     count_event(str(kind), str(cause), pool)
     level = logging.WARNING if kind in (EventKind.LAUNCH_FAILED, EventKind.LOST, EventKind.BOOT_TIMEOUT,
-                                                 EventKind.ENROL_REFUSED, EventKind.ORPHAN) else logging.INFO
+                                                 EventKind.ENROL_REFUSED, EventKind.ORPHAN,
+                                                 EventKind.LEADER) else logging.INFO
     log.log(level, "[%s/%s] %s", kind, cause, message,
             extra={"pool": pool, "node_id": node_id, "job_id": job_id, "task_id": task_id})
     return event

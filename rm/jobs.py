@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -66,13 +66,18 @@ class JobService:
     def __init__(
         self, store: Store, app: Celery, cluster: str, *,
         registered: Collection[str], pool_label_sets: Collection[frozenset[str]], tracker: ActivityTracker,
+        allow_shell: bool = False, leading: Callable[[], bool] = lambda: True,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.app = app
         self.cluster = cluster
         self.registered = registered
+        self.allow_shell = allow_shell
         self.pool_label_sets = pool_label_sets
         self.tracker = tracker
+        self.leading = leading  # a standby stores a submitted job; the leader's next tick publishes it
+        self.guard = guard or (lambda action: None)  # raises (rm.leader.StaleLeader) to refuse a publish
         self._lock = threading.RLock()  # the API thread submits while the controller dispatches
         self._check_now: set[str] = set()
         self._ticks = 0
@@ -80,7 +85,8 @@ class JobService:
     # -- submission ------------------------------------------------------------------------
     def submit(self, body: Any, owner: str, now: float) -> str:
         """Validate (raises rm.workflow.WorkflowError), store, and publish the first tasks."""
-        spec = validate_workflow(body, registered=self.registered, pool_label_sets=self.pool_label_sets)
+        spec = validate_workflow(body, registered=self.registered, pool_label_sets=self.pool_label_sets,
+                                 allow_shell=self.allow_shell)
         job_id = uuid.uuid4().hex
         with self._lock, self.store.session() as session:
             session.add(Job(id=job_id, name=spec.name, owner=owner, state=JobState.QUEUED,
@@ -96,7 +102,8 @@ class JobService:
             record_event(session, EventKind.JOB_SUBMITTED, "user",
                          f"job {spec.name} ({job_id}) submitted by {owner or 'anonymous'} with "
                          f"{sum(t.replicate for t in spec.tasks)} task(s)", now=now, job_id=job_id)
-        self.dispatch_ready(now, job_ids=[job_id])
+        if self.leading():
+            self.dispatch_ready(now, job_ids=[job_id])
         return job_id
 
     # -- dispatch --------------------------------------------------------------------------
@@ -119,6 +126,7 @@ class JobService:
                                   .order_by(Task.seq))
         ready = [t for t in pending if not set(t.after) & blocking]
         if ready:
+            self.guard(f"publish {len(ready)} task(s) of job {job_id}")
             with self.app.producer_or_acquire() as producer:  # one connection for the whole batch
                 for task in ready:
                     self._publish(task, now, producer)

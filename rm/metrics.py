@@ -57,6 +57,8 @@ DECISION = Histogram("rm_decision_seconds", "time the pure policy took to decide
                      buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
 TICK = Histogram("rm_tick_seconds", "duration of a controller tick (observe, decide, act)", ("cluster",),
                  registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+LEADER = Gauge("rm_leader", "1 while this instance is the cluster's leader (it acts), 0 while it stands by",
+               ("cluster", "instance"), registry=REGISTRY)
 
 
 ENROL_REFUSALS = Counter("rm_enrol_refusals", "enrolment attempts refused, by reason (throttled: answered 429)",

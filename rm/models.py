@@ -214,3 +214,19 @@ class PolicyVersion(Base):
     by: Mapped[str] = mapped_column(String(128))
     changes: Mapped[list[Any]] = mapped_column(default=list)
     document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LeaderLease(Base):
+    """Who leads a cluster's instances (rm/leader.py): taken and renewed by conditional UPDATEs.
+
+    ``epoch`` grows by one at every change of holder; it is the fencing token an instance
+    checks before it acts, so a paused ex-leader that wakes up after a takeover acts on nothing.
+    """
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    acquired_at: Mapped[float] = mapped_column(Float, default=0.0)

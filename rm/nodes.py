@@ -38,6 +38,7 @@ TERMINATE_RETRY_S = 5.0
 OUTAGE_GRACE_S = 30.0
 BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
 BACKOFF_MAX_S = 300.0
+BACKOFF_MAX_EXPONENT = 16  # 5 s * 2**16 is far past the cap already; a long outage must not overflow a float
 #: Failures no retry will fix: the pool waits the longest backoff at once, and says an admin must act.
 NEEDS_ADMIN = frozenset({LaunchErrorKind.AUTH, LaunchErrorKind.CONFIG})
 
@@ -53,7 +54,7 @@ class LaunchBackoff:
         """Count a failure; the delay doubles per failure, is the longest at once for an
         auth/config error, and is never shorter than the cloud's own Retry-After."""
         self.failures += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(self.failures - 1, BACKOFF_MAX_EXPONENT))
         if kind in NEEDS_ADMIN:
             delay = BACKOFF_MAX_S
         if retry_after_s:

@@ -3,11 +3,18 @@
 Why one object: ``rmctl up``, ``rmctl demo``, the benchmarks and the end-to-end tests all start
 the same system the same way, and all stop it the same way: controller first, then every local
 agent, then the embedded broker, so that nothing we started is left behind.
+
+With ``ha.enabled`` several runtimes share one database and broker: each serves the API, an
+elector thread decides which one leads, and only the leader's controller acts (behind the fence
+of rm/leader.py). A standby that stops leaves the nodes alone; the leader destroys its local
+agents as before, then releases the lease so a standby takes over at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,7 +25,7 @@ from sqlalchemy import select
 
 from agents.app import make_app
 from agents.settings import AgentSettings
-from agents.tasks import BUILTIN_TASKS
+from agents.tasks import TASK_NAMES
 from agents.tls import with_ca_file
 from rm.activity import ActivityTracker
 from rm.actuator import Actuator
@@ -27,7 +34,9 @@ from rm.broker import EmbeddedRedis
 from rm.config import ClusterConfig, PoolConfig
 from rm.controller import Controller
 from rm.demand import queues_for_pool
+from rm.election import Elector
 from rm.jobs import JobService
+from rm.leader import Fence, Lease
 from rm.lifecycle import change_status
 from rm.models import Node
 from rm.monitor import EventMonitor
@@ -55,6 +64,8 @@ class Runtime:
         self.monitor: EventMonitor | None = None
         self.actuator: Actuator | None = None
         self.broker: redis.Redis | None = None
+        self.elector: Elector | None = None
+        self.instance_id = config.ha.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
 
@@ -79,6 +90,9 @@ class Runtime:
         self.store.upgrade_schema()
         self.token_path = ensure_local_token(self.store, self.state_dir, now)
         seed_env_admin(self.store, now)
+        if config.ha.enabled:
+            self.elector = self._make_elector()
+            self.elector.start()
         if config.broker == "embedded":
             self.embedded = EmbeddedRedis(self.state_dir)
             self.broker_url = self.embedded.start()
@@ -92,13 +106,16 @@ class Runtime:
         self.monitor = EventMonitor(self.app)
         self.monitor.start()
         self.monitor.connected.wait(MONITOR_READY_S)
-        self.jobs = JobService(self.store, self.app, config.cluster, registered=set(BUILTIN_TASKS),
-                               pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker)
+        self.jobs = JobService(self.store, self.app, config.cluster, registered=TASK_NAMES, allow_shell=config.agent.allow_shell,
+                               pool_label_sets=[frozenset(p.labels) for p in config.pools], tracker=self.tracker,
+                               leading=self.leading, guard=self._guard())
         self.actuator = self._make_actuator()
         self.keeper = NodeKeeper(self.config, self.actuator, self.tracker, self.launch_request, started_at=now,
                                  hearing=self.monitor.hearing)
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
-                                     self.jobs, self.actuator, self.keeper)
+                                     self.jobs, self.actuator, self.keeper, leading=self.leading)
+        if self.elector is not None:
+            self.elector.on_elected = self.controller.wake
         self._spawn(self.controller.run, "controller")
         log.info("hybrid-rm cluster %s started (broker %s, database %s)", config.cluster,
                  "embedded" if self.embedded else "external", config.database.split("://")[0])
@@ -113,7 +130,31 @@ class Runtime:
                 by_name[pool.provider] = make_provider(pool.provider, state_dir=self.state_dir, cluster=config.cluster)
             providers[pool.name] = by_name[pool.provider]
             specs[pool.name] = PoolSpec(pool.name, config.cluster, pool.slots, pool.boot_delay_s, dict(pool.settings))
-        return Actuator(self.app, providers, specs)
+        return Actuator(self.app, providers, specs, guard=self._guard())
+
+    # -- leadership ------------------------------------------------------------------------
+    def _make_elector(self) -> Elector:
+        config = self._config
+        lease = Lease(self.store, config.cluster, self.instance_id, config.ha.lease_for(config.policy.tick_s))
+        fence = Fence(lease)
+        fence.install(self.store)
+        return Elector(lease, fence, config.cluster, every_s=config.policy.tick_s)
+
+    def _guard(self):  # noqa: ANN202 - Callable[[str], None] | None
+        return self.elector.fence.check if self.elector is not None else None
+
+    def leading(self) -> bool:
+        """Whether this instance acts: always without high availability, else while it holds the lease."""
+        return self.elector is None or self.elector.leading()
+
+    def leadership(self) -> dict:
+        """Who leads and under which epoch, as ``GET /api/v1/status`` shows it."""
+        if self.elector is None:
+            return {"ha": False, "instance": self.instance_id, "leading": True, "holder": self.instance_id, "epoch": None}
+        lease = self.elector.lease.read()
+        return {"ha": True, "instance": self.instance_id, "leading": self.leading(),
+                "holder": lease.holder or None if lease else None, "epoch": lease.epoch if lease else None,
+                "expires_at": lease.expires_at if lease else None, "lease_s": self.elector.lease.lease_s}
 
     def agent_settings(self, pool: PoolConfig, node_id: str) -> AgentSettings:
         config, agent = self._config, self._config.agent
@@ -128,6 +169,7 @@ class Runtime:
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
             preemption_watch="azure" if spot else "",
             broker_ca_pem=Path(agent.broker_ca_file).read_text() if agent.broker_ca_file else "",
+            allow_shell=agent.allow_shell,
         )
 
     def advertised_api_url(self) -> str:
@@ -185,8 +227,10 @@ class Runtime:
             self.controller.stop()
         for thread in self._threads:
             thread.join(timeout=30)
-        if self.actuator is not None and self.store is not None:
-            self._release_local_nodes()
+        if self.actuator is not None and self.store is not None and self.leading():
+            self._release_local_nodes()  # a standby's agents are the leader's: it leaves them
+        if self.elector is not None:
+            self.elector.stop()
         if self.monitor is not None:
             self.monitor.stop()
         if self.actuator is not None:

@@ -53,6 +53,11 @@ class Store:
     #: The name callers used before migrations existed; it now upgrades, it never ``create_all``s.
     create_schema = upgrade_schema
 
+    @property
+    def sessionmaker(self) -> sessionmaker:
+        """The factory behind :meth:`session`, for session event hooks (rm/leader.py's fence)."""
+        return self._sessions
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         session = self._sessions()

@@ -25,6 +25,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from agents.shell import SHELL_TASK
+
 
 @dataclass(frozen=True)
 class WorkflowLimits:
@@ -139,6 +141,7 @@ def validate_workflow(
     registered: Collection[str],
     pool_label_sets: Collection[frozenset[str]],
     limits: WorkflowLimits = LIMITS,
+    allow_shell: bool = False,
 ) -> WorkflowSpec:
     """Parse ``data`` (a dict, or JSON text) and raise :class:`WorkflowError` with every problem.
 
@@ -155,7 +158,7 @@ def validate_workflow(
         raise WorkflowError(_from_pydantic(exc)) from None
     errors = (
         _limit_errors(spec, limits)
-        + _task_errors(spec, registered, pool_label_sets, limits)
+        + _task_errors(spec, registered, pool_label_sets, limits, allow_shell)
         + _graph_errors(spec, limits)
     )
     if errors:
@@ -184,8 +187,9 @@ def _task_errors(
     registered: Collection[str],
     pool_label_sets: Collection[frozenset[str]],
     limits: WorkflowLimits,
+    allow_shell: bool = False,
 ) -> list[dict]:
-    """Per-task rules: known ``run``, args size, placeable labels."""
+    """Per-task rules: known ``run`` (the shell only when an admin allowed it), args size, placeable labels."""
     errors = []
     pools = [frozenset(p) for p in pool_label_sets]
     known = ", ".join(sorted(registered)) or "(none)"
@@ -193,6 +197,9 @@ def _task_errors(
         if task.run not in registered:
             msg = f"unknown task {task.run!r}; registered: {known}"
             errors.append(_err(["tasks", i, "run"], msg + _hint(task.run, registered), "unregistered_task"))
+        elif task.run == SHELL_TASK and not allow_shell:
+            msg = f"task {task.name!r} runs {SHELL_TASK}, which is disabled on this cluster (an admin enables agent.allow_shell)"
+            errors.append(_err(["tasks", i, "run"], msg, "shell_disabled"))
         errors += _args_errors(i, task.args, limits)
         labels = set(spec.labels) | set(task.labels)
         if labels and not any(labels <= p for p in pools):

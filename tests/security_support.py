@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.routing import iter_route_contexts
 
 from rm.api.app import create_app
 from rm.auth import ADMIN_TOKEN_ENV, Role, create_token
 from rm.config import parse_config
 from rm.runtime import Runtime
+from tests.helpers import wait_until
 
 CLUSTER = "sectest"
 
@@ -120,3 +124,41 @@ def submit(client: httpx.Client, token: str, name: str = "one") -> str:
 def leaks(text: str, secrets_by_label: dict[str, str]) -> list[str]:
     """Labels of the secrets found in ``text``."""
     return [label for label, secret in secrets_by_label.items() if secret and secret in text]
+
+
+def collect_get_responses(secured: Secured, values: dict[str, str]) -> dict[str, str]:
+    """``"GET <path> as <who>" -> body`` for every GET route of the app (path parameters from
+    ``values``) and every token, plus the docs and a few filtered listings."""
+    paths = {fill(path, values) for method, path in served_routes(secured) if method == "GET"}
+    paths |= {"/api/v1/nodes?all=true", "/api/v1/events?limit=2000", "/api/v1/jobs?limit=500",
+              "/api/v1/costs?group_by=job", "/api/v1/costs?format=csv&group_by=owner"}
+    bodies = {}
+    with httpx.Client(base_url=secured.url, timeout=30) as client:
+        for path in sorted(paths):
+            for who, token in secured.tokens.items():
+                bodies[f"GET {path} as {who}"] = client.get(path, headers=bearer(token)).text
+    return bodies
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextmanager
+def redis_server(argv: list[str], url: str, what: str) -> Iterator[str]:
+    """Run ``argv`` (a redis-server command line) until ``url`` answers; yield the URL; stop it."""
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: redis_answers(url), f"{what} to answer", timeout_s=30)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def bootstrap_tokens_in(user_data: str) -> list[str]:
+    """The one-time tokens in a VM's cloud-init (the JSON bootstrap file it carries)."""
+    return re.findall(r'\\?"token\\?":\s*\\?"([A-Za-z0-9_\-]{20,})', user_data)

@@ -149,8 +149,9 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "lease_renew_s": 2.0,
             "restore_interval_s": 2.0,
             "soft_shutdown_timeout_s": 10.0,
-            "broker_url": None, "broker_ca_file": None,
+            "broker_url": None, "allow_shell": False, "broker_ca_file": None,
         },
+        "ha": {"enabled": False, "lease_s": None, "instance_id": None},
         "currency": "EUR",
         "budgets": {"global_": None, "pools": {}},
         "pools": (

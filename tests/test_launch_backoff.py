@@ -39,3 +39,10 @@ def test_throttling_waits_at_least_the_clouds_retry_after() -> None:
 ])
 def test_http_status_fallback_classes(status: int | None, kind: K) -> None:
     assert classify_http_status(status) == kind
+
+
+def test_a_long_outage_never_overflows_the_delay() -> None:
+    """The simulator fails a pool thousands of times in a row; 2 ** n must not reach a float overflow."""
+    backoff = LaunchBackoff()
+    delays = [backoff.failed(float(i), K.CAPACITY) for i in range(5000)]
+    assert delays[-1] == BACKOFF_MAX_S

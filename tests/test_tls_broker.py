@@ -7,8 +7,6 @@ server listens on a TLS port only (``--port 0``), so nothing can pass in clear t
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,17 +16,13 @@ import redis
 from agents.settings import AgentSettings
 from agents.tls import agent_broker_url, unverified_tls, with_ca_file
 from rm.config import ConfigError, parse_config
+from rm.broker import free_port
 from tests.e2e_support import Running, issue_config, wait_for
+from tests.security_support import redis_answers, redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TLS_REDIS = "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,33 +36,20 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
     cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    port = _free_port()
-    server = subprocess.Popen(
-        [TLS_REDIS, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-cert-file", str(tmp / "cert.pem"),
-         "--tls-key-file", str(tmp / "key.pem"), "--tls-ca-cert-file", str(tmp / "ca.pem"), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required"
-    try:
-        wait_for("the TLS redis-server", lambda: _pings(with_ca_file(url, tmp / "ca.pem")), timeout_s=30, every_s=0.1)
+    argv = [TLS_REDIS, "--port", "0", "--tls-port", str(free_port()), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(tmp / "cert.pem"), "--tls-key-file", str(tmp / "key.pem"),
+            "--tls-ca-cert-file", str(tmp / "ca.pem"), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp)]
+    url = f"rediss://127.0.0.1:{argv[4]}/0?ssl_cert_reqs=required"
+    with redis_server(argv, with_ca_file(url, tmp / "ca.pem"), "the TLS redis-server"):
         yield url, tmp / "ca.pem"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.ConnectionError:
-        return False
 
 
 def test_the_broker_refuses_clear_text_and_an_unknown_ca(tls_broker: tuple[str, Path]) -> None:
     url, ca = tls_broker
-    assert _pings(with_ca_file(url, ca))
-    assert not _pings(url.replace("rediss://", "redis://").split("?")[0]), "a clear-text client got an answer"
-    assert not _pings(url), "the server's certificate was accepted without its CA"
+    assert redis_answers(with_ca_file(url, ca))
+    assert not redis_answers(url.replace("rediss://", "redis://").split("?")[0]), "a clear-text client got an answer"
+    assert not redis_answers(url), "the server's certificate was accepted without its CA"
 
 
 @pytest.mark.parametrize("url", ["rediss://h:6380/0", "rediss://h:6380/0?ssl_cert_reqs=none",
@@ -96,7 +77,7 @@ def test_an_agent_writes_the_ca_it_was_sent_and_verifies_with_it(tls_broker: tup
     connect = agent_broker_url(with_ca_file(url, "/the/managers/own/path.pem"), ca.read_text(), tmp_path)
     assert "the%2Fmanagers" not in connect and "/the/managers" not in connect
     assert (tmp_path / "broker-ca.pem").stat().st_mode & 0o077 == 0
-    assert _pings(connect)
+    assert redis_answers(connect)
     assert agent_broker_url("redis://h:1/0", ca.read_text(), tmp_path) == "redis://h:1/0"
 
 

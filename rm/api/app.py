@@ -65,8 +65,8 @@ def create_app(runtime: Any) -> FastAPI:
     app.state.runtime = runtime
     app.state.enrol_throttle = RefusalThrottle()
 
+    guard(app)  # inside the size limit: its NUL check reads a body already bounded
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
-    guard(app)
     install_token_masking()
 
     @app.get("/healthz", tags=["health"])

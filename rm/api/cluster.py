@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import or_, select
 
 from rm.api.costs import parse_instant
-from rm.api.deps import Caller, caller, iso, require, runtime, sees_all_jobs
+from rm.api.deps import Caller, caller, iso, leader_only, require, runtime, sees_all_jobs
 from rm.auth import Role
 from rm.controller import count_by_pool
 from rm.billing import cents
@@ -18,6 +18,7 @@ from rm.models import Job, LedgerEntry, Node, NodeHistory, ScalingEvent
 from rm.states import LIVE, SERVING
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
+MAX_ROW_ID = 2**31 - 1  # an Integer id column on PostgreSQL: a larger value would be a 500, not an empty list
 
 
 def _node_view(node: Node) -> dict[str, Any]:
@@ -83,13 +84,14 @@ def drain(node_id: str, who: Caller = Depends(require(Role.ADMIN)), rt=Depends(r
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node_id}")
         if found.status not in ("idle", "busy"):
             raise HTTPException(status.HTTP_409_CONFLICT, f"node {node_id} is {found.status}; only idle or busy nodes drain")
+    leader_only(rt, f"drain node {node_id}")
     rt.controller.request_drain(node_id, by=who.name)
     return {"id": node_id, "drain": "requested"}
 
 
 @router.get("/events")
 def events(pool: str | None = None, node: str | None = None, kind: str | None = None, job: str | None = None,
-           since_id: int = 0, since: str | None = None, until: str | None = None, limit: int = 200,
+           since_id: int = Query(0, ge=0, le=MAX_ROW_ID, description="events with a larger id only"), since: str | None = None, until: str | None = None, limit: int = 200,
            who: Caller = Depends(caller), rt=Depends(runtime)) -> list[dict[str, Any]]:  # noqa: ANN001
     """Events, newest ``limit`` first cut, returned oldest first; ``since``/``until`` are ISO 8601 (UTC
     without an offset), ``since`` inclusive and ``until`` exclusive."""
@@ -116,7 +118,8 @@ def events(pool: str | None = None, node: str | None = None, kind: str | None = 
 
 @router.get("/status")
 def controller_status(who: Caller = Depends(caller), rt=Depends(runtime)) -> dict[str, Any]:  # noqa: ANN001
-    return rt.controller.status()
+    """The controller's last tick, and the leader: holder and fencing epoch (``ha`` false: no election)."""
+    return {**rt.controller.status(), "leader": rt.leadership()}
 
 
 @router.get("/timeline")

@@ -42,7 +42,7 @@ def runtime(request: Request) -> Any:
     return request.app.state.runtime
 
 
-def _session_secret_refused(request: Request) -> None:
+def _require_csrf_header(request: Request) -> None:
     if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             f"a request authenticated by the session cookie must carry the {CSRF_HEADER} header")
@@ -54,8 +54,9 @@ def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = 
     if secret:
         token = lookup(store, secret)
     elif request.cookies.get(SESSION_COOKIE):
-        _session_secret_refused(request)
         token = session_token(store, request.cookies[SESSION_COOKIE], time.time())
+        if token is not None:  # an unknown session is a 401 below, whatever the method
+            _require_csrf_header(request)
     else:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -72,6 +73,19 @@ def require(role: Role):  # noqa: ANN201 - a FastAPI dependency factory
         return who
 
     return check
+
+
+def leader_only(rt: Any, action: str) -> None:
+    """Refuse (409) what only the acting instance can do, naming the leader to send it to.
+
+    With high availability every instance serves the API, but drains and run-time policy
+    changes live in the leader's memory: a standby would hold them for nobody.
+    """
+    if not rt.leading():
+        holder = rt.leadership().get("holder") or "none elected yet"
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"this instance ({rt.instance_id}) is a standby and cannot {action}; "
+                            f"send it to the leader ({holder})")
 
 
 def sees_all_jobs(who: Caller) -> bool:

@@ -1,9 +1,15 @@
-"""Guards around the whole app: the API documentation behind a token, and security headers.
+"""Guards around the whole app: the API documentation behind a token, security headers, and
+NUL characters refused wherever a request carries text.
 
 Why the docs need a token: the OpenAPI spec maps every route and parameter of a system that
 holds cloud credentials; only ``/healthz`` is for anyone. FastAPI's own ``/openapi.json``,
 ``/docs`` and ``/redoc`` are turned off in :func:`rm.api.app.create_app` and served here behind
 the same bearer/cookie check as every endpoint (a signed-in dashboard session opens them too).
+
+Why NUL is refused before any route runs: PostgreSQL cannot store U+0000 in text or JSON, so a
+NUL in a query parameter, a path or a JSON body would reach the database as a 500 (and SQLite
+would keep a string other tools truncate). :class:`RejectNul` answers 422 naming the field, in
+FastAPI's error shape, before anything is read or written.
 
 Why the headers on every response: ``nosniff`` keeps a JSON error from being run as a script,
 ``no-referrer`` keeps a ``?token=`` link out of other sites' logs, and framing is refused
@@ -15,7 +21,10 @@ dashboard sizes its bars with style attributes; a style cannot run code.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -53,17 +62,27 @@ def add_guarded_docs(app: FastAPI) -> None:
         return get_redoc_html(openapi_url=OPENAPI_PATH, title=f"{app.title} - API")
 
 
-class SecurityHeaders:
-    """Add :data:`BASE_HEADERS` to every response and the CSP to every one but the API viewers
-    (Swagger UI and ReDoc load their scripts from a CDN and run inline code)."""
+class HttpMiddleware:
+    """A pure ASGI middleware that handles HTTP requests (:meth:`handle`) and passes the rest on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class SecurityHeaders(HttpMiddleware):
+    """Add :data:`BASE_HEADERS` to every response and the CSP to every one but the API viewers
+    (Swagger UI and ReDoc load their scripts from a CDN and run inline code)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         with_csp = scope.get("path") not in DOC_PATHS
 
         async def send_with_headers(message: Message) -> None:
@@ -78,8 +97,66 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+NUL = "\x00"
+JSON_NUL = b"\\u0000"  # how a NUL travels in JSON text (a raw NUL byte is not JSON at all)
+
+
+def nul_locations(value: Any, loc: list[Any]) -> Iterator[list[Any]]:
+    """Where in a parsed JSON value a string (a key or a value) holds a NUL."""
+    if isinstance(value, str):
+        if NUL in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if NUL in key:
+                yield [*loc, key]
+            yield from nul_locations(item, [*loc, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from nul_locations(item, [*loc, index])
+
+
+def _request_nuls(scope: Scope, body: bytes) -> list[list[Any]]:
+    found: list[list[Any]] = []
+    if NUL in unquote(scope.get("path", "")):
+        found.append(["path"])
+    query = scope.get("query_string", b"").decode("latin-1")
+    found += [["query", name] for name, value in parse_qsl(query, keep_blank_values=True) if NUL in name + value]
+    if JSON_NUL in body:
+        try:
+            found += [["body", *loc] for loc in nul_locations(json.loads(body), [])]
+        except ValueError:
+            pass  # not JSON: the route's own parsing answers it
+    return found
+
+
+class RejectNul(HttpMiddleware):
+    """422 for a NUL character in the path, a query parameter or a JSON body, naming each field."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        messages: list[Message] = []
+        while True:  # the body is already bounded by BodySizeLimit, which runs first
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        found = _request_nuls(scope, body)
+        if found:
+            detail = [{"loc": loc, "msg": "a NUL character (U+0000) is not allowed in text", "type": "nul_character"}
+                      for loc in found[:50]]
+            await JSONResponse(status_code=422, content={"detail": detail})(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
 def guard(app: FastAPI) -> Any:
-    """Install both guards on ``app``."""
+    """Install the guards on ``app`` (call it before adding the body size limit, which must run first)."""
     add_guarded_docs(app)
+    app.add_middleware(RejectNul)
     app.add_middleware(SecurityHeaders)
     return app

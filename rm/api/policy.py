@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from policies.decision import Decision
-from rm.api.deps import Caller, caller, iso, require, runtime
+from rm.api.deps import Caller, caller, iso, leader_only, require, runtime
 from rm.auth import Role
 from rm.policy_admin import PolicyInvalid, apply_update, diff, current_version, history, policy_document, validate_update
 
@@ -60,6 +60,7 @@ def show(who: Caller = Depends(caller), rt=Depends(runtime)) -> dict[str, Any]: 
 @router.put("/policy")
 def apply(body: Any = Body(..., examples=[EXAMPLE]), who: Caller = Depends(require(Role.ADMIN)),
           rt=Depends(runtime)) -> Any:  # noqa: ANN001
+    leader_only(rt, "change the running policy")
     try:
         with rt.store.session() as session:
             version, changes = apply_update(session, body, rt.config, rt.replace_config, who.name, time.time())
