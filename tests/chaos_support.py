@@ -126,3 +126,47 @@ def first_start_after(running: Running, job_id: str, at: float) -> float | None:
     """Seconds from ``at`` to the first task of the job that started after it."""
     starts = [row.started_at for row in running.task_rows(job_id) if row.started_at and row.started_at >= at]
     return round(min(starts) - at, 3) if starts else None
+
+
+def job_seconds(job: dict[str, Any]) -> float:
+    """Submitted -> finished, from the API's view of a finished job."""
+    return round(epoch(job["finished_at"]) - epoch(job["created_at"]), 3)
+
+
+@dataclass(frozen=True)
+class KillRun:
+    """Agents SIGKILLed during a job: the job as finished and each kill."""
+
+    job: dict[str, Any]
+    kills: list[Kill]
+    rerun_delays_s: list[float | None]
+
+
+def agents_killed_during_a_job(running: Running, tasks: int, seconds: float, kills: int, seed: int) -> KillRun:
+    """Submit ``tasks`` sleeps, kill ``kills`` agents running them (seeded draw), wait for the end."""
+    job_id = running.client.post("/api/v1/jobs", sleepers("chaos-kill", tasks, seconds))["id"]
+    done = kill_random_agents(running, job_id, kills, seed)
+    job = running.finished_job(job_id, timeout_s=300)
+    return KillRun(job, done, [kill.rerun_delay_s(running) for kill in done])
+
+
+@dataclass(frozen=True)
+class OutageRun:
+    """A job across a broker outage (or none: a baseline) and what followed it."""
+
+    job: dict[str, Any]
+    outage: Outage | None
+    first_start_after_back_s: float | None
+
+
+def job_across_a_broker_outage(running: Running, broker: EmbeddedRedis | None, tasks: int, seconds: float,
+                               down_s: float) -> OutageRun:
+    """Submit ``tasks`` sleeps; once a fifth of them succeeded, stop the broker for ``down_s`` and
+    start it again (no outage when ``broker`` is None: the baseline); wait for the job's end."""
+    job_id = running.client.post("/api/v1/jobs", sleepers("chaos-broker", tasks, seconds))["id"]
+    wait_for("the job under way", lambda: running.job(job_id)["progress"].get("succeeded", 0) >= tasks // 5,
+             timeout_s=120, every_s=0.2)
+    outage = broker_outage(broker, down_s) if broker is not None else None
+    job = running.finished_job(job_id, timeout_s=240)
+    back = first_start_after(running, job_id, outage.back_at) if outage else None
+    return OutageRun(job, outage, back)
