@@ -36,6 +36,7 @@ class Elector(threading.Thread):
         self.clock = clock
         self.on_elected: Callable[[], None] = lambda: None  # the runtime wakes the controller with it
         self._valid_until = 0.0  # monotonic
+        self._row_ready = False
         self._halt = threading.Event()
         LEADER.labels(cluster, lease.holder).set(0)
 
@@ -48,9 +49,11 @@ class Elector(threading.Thread):
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        self.lease.ensure()
         while not self._halt.is_set():
-            self.step()
+            try:
+                self.step()
+            except Exception:  # never stop electing: an instance whose elector died could never lead
+                log.exception("leader election round failed; retrying next tick")
             self._halt.wait(self.every_s)
 
     def stop(self) -> None:
@@ -73,6 +76,9 @@ class Elector(threading.Thread):
         started = time.monotonic()
         now = self.clock()
         try:
+            if not self._row_ready:  # the first round (or the first the database answered)
+                self.lease.ensure()
+                self._row_ready = True
             if held is not None and self.lease.renew(held, now):
                 self._valid_until = started + self.lease.lease_s
                 return

@@ -346,3 +346,15 @@ def test_bad_ha_settings_are_named(demo_yaml_text: str, ha: dict, field: str, me
     with pytest.raises(ConfigError) as error:
         parse_config({**yaml.safe_load(demo_yaml_text), "ha": ha}, "cluster.yaml")
     assert f"  {field}: " in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_an_elector_whose_first_rounds_fail_leads_once_the_database_answers(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/rm.db")  # not upgraded: no lease table yet
+    instance = Lease(store, "demo", "a", LEASE_S)
+    a = Elector(instance, Fence(instance), "demo", every_s=1.0, clock=Clock(T0))
+    a.step()  # the lease table is not there: the round fails, the elector lives on
+    assert not a.leading()
+    store.upgrade_schema()
+    a.step()
+    assert a.leading() and a.fence.epoch == 1
+    store.dispose()
