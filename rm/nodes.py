@@ -32,7 +32,8 @@ from providers.bootstrap import UserDataTooLarge
 log = logging.getLogger("rm.nodes")
 
 S = NodeStatus
-TERMINATE_RETRY_S = 30.0
+#: A destroy the provider refused (timeout, 5xx, quota...) is asked again this long after.
+TERMINATE_RETRY_S = 5.0
 #: After a broker outage, agents get this long to reconnect before their silence counts.
 OUTAGE_GRACE_S = 30.0
 BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
@@ -117,6 +118,7 @@ class NodeKeeper:
         self.launch_request = launch_request
         self.started_at = started_at  # events seen only from here: no one is "lost" before a grace
         self._terminate_sent: dict[str, float] = {}
+        self._destroy_refused: dict[str, tuple[str, float]] = {}  # ended node id -> (pool, refused at)
         self._orphans: dict[tuple[str, str], float] = {}  # (pool, node id) -> first seen
         self.backoff: dict[str, LaunchBackoff] = {}
 
@@ -194,10 +196,12 @@ class NodeKeeper:
                 self._apply_launch(session, outcome, now, pending)
             elif outcome.op == "terminate":
                 self._apply_terminate(session, outcome, now)
+                self._remember_refused_destroy(session, outcome, now)
             elif outcome.op == "list" and outcome.error is None:
                 self._apply_listing(session, outcome, now, pending)
             if outcome.error is not None:
                 log.warning("%s in pool %s failed: %s", outcome.op, outcome.pool, outcome.error, extra={"pool": outcome.pool})
+        self._retry_refused_destroys(now, pending)
 
     def _apply_launch(self, session: Session, outcome: Outcome, now: float, pending: PendingActions) -> None:
         results: list[LaunchResult] = outcome.value or [
@@ -233,6 +237,27 @@ class NodeKeeper:
             self.tracker.forget_worker(node.worker or "")
             record_event(session, EventKind.TERMINATED, "drained", f"node {node.id} of pool {node.pool} is gone",
                          now=now, pool=node.pool, node_id=node.id)
+
+    def _remember_refused_destroy(self, session: Session, outcome: Outcome, now: float) -> None:
+        """A failed or lost node whose destroy the provider refused still has a VM to remove.
+
+        (A draining node's refused destroy is retried by :meth:`_maybe_destroy`.) Without this,
+        the VM would wait for the orphan collector's grace (``orphan_grace_s``).
+        """
+        if outcome.error is None:
+            return
+        for node_id in outcome.node_ids:
+            node = session.get(Node, node_id)
+            if node is not None and node.status in (S.FAILED, S.LOST):
+                self._destroy_refused[node_id] = (outcome.pool, now)
+
+    def _retry_refused_destroys(self, now: float, pending: PendingActions) -> None:
+        for node_id, (pool, refused_at) in list(self._destroy_refused.items()):
+            if now - refused_at >= TERMINATE_RETRY_S and not self.actuator.busy("terminate", pool, node_id):
+                del self._destroy_refused[node_id]
+                log.info("asking again to destroy node %s of pool %s", node_id, pool,
+                         extra={"pool": pool, "node_id": node_id})
+                pending.terminations.append((pool, [node_id]))
 
     def _apply_listing(self, session: Session, outcome: Outcome, now: float, pending: PendingActions) -> None:
         pool, listed = outcome.pool, list(outcome.value or [])

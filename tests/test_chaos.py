@@ -6,12 +6,16 @@ leaked or overspent. Every test runs on loopback, starts whatever it kills, and 
 2. the manager SIGKILLed during a scale-up and restarted: no leaked node, no double launch;
 3. the broker restarted mid-run and down for 8 s: agents and manager reconnect, nothing is lost,
    nothing runs twice, and no node is taken for lost because the broker was silent;
+4. a cloud (the OpenStack fake, through openstacksdk) that fails every other create, list and
+   delete with a timeout, a 500 or a quota error: never above max_nodes, never over budget, the
+   pool backs off and says so, the job completes and no VM is left;
 5. a node that never registers is destroyed after ``boot_timeout_s`` and its pool backs off.
 """
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 import signal
 import subprocess
 from pathlib import Path
@@ -27,6 +31,7 @@ from tests.chaos_support import (
     own_broker,
     sleepers,
 )
+from rm.config import parse_config
 from tests.e2e_support import (
     PoolSampler,
     Running,
@@ -40,10 +45,15 @@ from tests.e2e_support import (
     write_cluster_file,
 )
 
+from tests.fakes.common import Fault
+from tests.test_e2e_cloud import cloud_pool, cluster_config, created_once, fake_cloud
+
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
 KILL_SEED = 6
 OUTAGE_S = 8.0
+CLOUD_FAULTS = (Fault.TIMEOUT, Fault.SERVER_ERROR, Fault.QUOTA)
+BUDGET_EUR = Decimal("1.20")  # three node-hours of the burst pool
 
 
 def test_agents_sigkilled_mid_job_lose_nothing_and_record_each_result_once(
@@ -96,6 +106,34 @@ def test_broker_restarted_mid_run_loses_nothing_and_loses_no_node(
     said = [r.getMessage() for r in caplog.records if r.name == "rm.controller"]
     assert len([m for m in said if "broker is unreachable" in m]) == 1, said
     assert len([m for m in said if "reachable again" in m]) == 1, said
+
+
+def test_provider_faults_on_half_the_calls_keep_max_and_budget_and_leave_no_vm(tmp_path: Path) -> None:
+    with fake_cloud("openstack", tmp_path) as (cloud, _runner):
+        cloud.state.inject_every(2, CLOUD_FAULTS)
+        pool = cloud_pool(cloud, max_nodes=3, billing={"granularity": "hour"}, release={"before_end_s": 3600})
+        config = cluster_config(tmp_path, [pool]).model_dump(mode="json")
+        config["budgets"] = {"global": {"period": "month", "amount": str(BUDGET_EUR)}}
+        running = Running(parse_config(config, "test"))
+        sampler = PoolSampler(running)
+        sampler.start()
+        try:
+            wait_for("the on-prem node", lambda: running.ready("onprem"), timeout_s=60)
+            job = running.finished_job(running.client.post("/api/v1/jobs", sleepers("chaos-cloud", 30, 2.0))["id"])
+            wait_for("the burst pool back to 0", lambda: not running.live("burst"), timeout_s=120)
+            wait_for("every cloud VM deleted", lambda: not cloud.state.names(), timeout_s=120)
+            budget = running.client.get("/api/v1/budget")["budgets"][0]
+            failed = [e for e in running.events(kind="launch-failed") if e["pool"] == "burst"]
+        finally:
+            cloud.state.stop_faults()
+            sampler.stop()
+            running.stop()
+        assert job["state"] == "succeeded", job["progress"]
+        assert {op for op, _ in cloud.state.faulted} == {"create", "list", "delete"}, cloud.state.faulted
+        assert sampler.peak.get("burst", 0) <= 3, sampler.peak
+        assert Decimal(budget["committed"]) <= BUDGET_EUR and Decimal(budget["spent"]) <= BUDGET_EUR, budget
+        assert failed and all("waits" in e["message"] for e in failed), failed
+        created_once(cloud)
 
 
 def test_manager_sigkilled_mid_scale_up_restarts_without_loss_or_double_launch(tmp_path: Path) -> None:

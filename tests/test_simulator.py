@@ -157,12 +157,35 @@ def test_tasks_no_pool_can_run_are_left_waiting() -> None:
     assert run.metrics.tasks_done == 0 and run.metrics.total_cost == 0
 
 
-def test_a_budget_without_hard_stop_is_overspent_and_counted() -> None:
-    """A finding: the gate refuses launches, but busy per-second nodes keep billing past the amount."""
-    workload = make_workload("spiky", 800, 1)
-    budget = {"period": "month", "amount": "2"}
-    soft = simulate(sim_settings(budgets={"global": budget}), workload, seed=1).metrics
-    assert soft.total_cost > 2 and soft.budget_violations == 1
-    hourly = simulate(sim_settings(cloud={"billing": {"granularity": "hour"}}, budgets={"global": budget}),
-                      workload, seed=1).metrics
-    assert hourly.total_cost <= 2 and hourly.budget_violations == 0
+def test_budgets_are_overspent_by_busy_nodes_and_hourly_units() -> None:
+    """Findings: the gate refuses launches, but busy nodes keep billing past the amount (per second), a
+    busy hourly node starts a new paid hour, and even hard_stop cannot take back an hour already begun."""
+    long_tasks = Workload("long", (Batch(0.0, 16, 5400.0),))  # 8 on-prem slots, 4 cloud nodes for 1.5 h
+
+    def run(granularity: str, hard_stop: bool):
+        settings = sim_settings(cloud={"billing": {"granularity": granularity}},
+                                budgets={"global": {"period": "month", "amount": "3.00", "hard_stop": hard_stop}})
+        return simulate(settings, long_tasks, seed=1).metrics
+
+    per_second, hourly = run("second", False), run("hour", False)
+    assert per_second.total_cost == pytest.approx(3.65, abs=0.01) and per_second.budget_violations == 1
+    assert hourly.total_cost == pytest.approx(4.80) and hourly.budget_violations == 1, "4 nodes x 2 paid hours"
+    stopped = run("second", True)
+    assert 3.00 < stopped.total_cost < 3.02, "hard_stop overshoots by one tick and the destruction time only"
+    assert stopped.tasks_done == 16 and stopped.makespan_s > per_second.makespan_s, "the cloud's tasks rerun on-prem"
+    assert run("hour", True).total_cost == pytest.approx(4.80), "the second hour was begun before spent hit the cap"
+
+
+def test_the_lower_bound_gives_free_slots_to_the_dearest_tasks() -> None:
+    from rm.simulator.money import LowerBound
+
+    config = parse_simulation({
+        "cluster": "lb", "pools": [
+            {"name": "onprem", "provider": "local", "slots": 4, "max_nodes": 1, "labels": ["gpu"]},
+            {"name": "cheap", "provider": "local", "slots": 2, "max_nodes": 9, "price_per_hour": "0.72"},
+            {"name": "gpu", "provider": "local", "slots": 1, "max_nodes": 9, "price_per_hour": "3.60", "labels": ["gpu"]},
+        ]}, "<t>").cluster
+    bound = LowerBound(config)
+    assert bound.cheapest(frozenset()) == pytest.approx(0.0001)  # 0.72 / 2 slots / 3600
+    # 4 free slots take the gpu tasks (0.001/s each): 2 plain tasks and 1 gpu task are left to pay
+    assert bound.rate({frozenset(): 2, frozenset({"gpu"}): 5}) == pytest.approx(2 * 0.0001 + 1 * 0.001)

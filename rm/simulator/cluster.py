@@ -3,7 +3,8 @@
 Why nodes mirror the stored :class:`~rm.models.Node` attributes (``id``, ``pool``, ``status``,
 ``running_tasks``, ``idle_since``, ``created_at``): the controller's own
 :func:`rm.controller.pool_views` turns them into the policy's snapshot. Status moves follow the
-production table (booting -> idle <-> busy -> draining -> terminating -> terminated, failed), billing
+production table (a launch starts in booting -> idle <-> busy -> draining -> terminating -> terminated,
+or failed), billing
 opens at the launch request and closes at confirmed destruction, like :mod:`rm.ledger` says.
 
 Tasks are never objects: a queue holds ``[submit, remaining, duration]`` batches, and a node
@@ -161,9 +162,13 @@ class SimCluster:
             return
         if not node.running_tasks:
             node.status, node.idle_since = S.IDLE, self.engine.now
+        self._offer(node)
+
+    def _offer(self, node: SimNode) -> None:
+        """The node has free slots: it takes queued tasks it can run, and is found by later arrivals."""
         self.free_nodes[node.pool][node.id] = node
-        for servable in self._servable(node):
-            self._fill(node, servable)
+        for labels in self._servable(node):
+            self._fill(node, labels)
 
     # -- nodes -----------------------------------------------------------------------------
     def launch(self, pool: PoolConfig, count: int) -> None:
@@ -188,9 +193,7 @@ class SimCluster:
             return
         self.backoff.pop(node.pool, None)  # the pool launches fine again (as rm.nodes does)
         node.status, node.idle_since = S.IDLE, self.engine.now
-        self.free_nodes[node.pool][node.id] = node
-        for labels in self._servable(node):
-            self._fill(node, labels)
+        self._offer(node)
 
     def _refused(self, node: SimNode, outcome: LaunchOutcome) -> None:
         self._fail(node, outcome.error, billed=False)

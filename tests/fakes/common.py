@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -76,6 +76,10 @@ class FakeCloudState:
         self.build_delay_s = 0.3  # a created VM turns running this long after the create call
         self.create_delay_s = 0.0  # a create call answers only after this long (a slow cloud)
         self._faults: dict[str, list[Fault]] = {op: [] for op in OPS}
+        self._every = 0  # every n-th call of each operation fails (0: none); see inject_every
+        self._every_faults: tuple[Fault, ...] = ()
+        self._calls: dict[str, int] = {op: 0 for op in OPS}
+        self.faulted: list[tuple[str, Fault]] = []  # (operation, fault) of every fault inject_every made
 
     # -- faults --------------------------------------------------------------------------
     def inject(self, op: str, fault: Fault, times: int = 1) -> None:
@@ -83,9 +87,34 @@ class FakeCloudState:
         with self.lock:
             self._faults[op].extend([fault] * times)
 
+    def inject_every(self, n: int, fault: Fault | Sequence[Fault]) -> None:
+        """From now on, fail every ``n``-th call of each operation (create, list, delete) until
+        :meth:`stop_faults`; several faults are taken in turn. Counting per operation keeps the
+        pattern the same however the calls of different operations interleave."""
+        assert n >= 1, n
+        with self.lock:
+            self._every = n
+            self._every_faults = (fault,) if isinstance(fault, Fault) else tuple(fault)
+            self._calls = {op: 0 for op in OPS}
+
+    def stop_faults(self) -> None:
+        """No more faults: neither the periodic ones nor those still queued by :meth:`inject`."""
+        with self.lock:
+            self._every = 0
+            self._faults = {op: [] for op in OPS}
+
     def take_fault(self, op: str) -> Fault | None:
         with self.lock:
-            return self._faults[op].pop(0) if self._faults[op] else None
+            if self._faults[op]:
+                return self._faults[op].pop(0)
+            if not self._every:
+                return None
+            self._calls[op] += 1
+            if self._calls[op] % self._every:
+                return None
+            fault = self._every_faults[len(self.faulted) % len(self._every_faults)]
+            self.faulted.append((op, fault))
+            return fault
 
     # -- VMs -----------------------------------------------------------------------------
     def add(self, vm: FakeVm) -> FakeVm:
