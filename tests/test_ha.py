@@ -13,22 +13,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from sqlalchemy import func, select, text
 
+from agents.app import make_app
 from providers.base import CloudNode, LaunchRequest, LaunchResult, PoolSpec, Provider
+from rm.activity import ActivityTracker
 from rm.actuator import Actuator
 from rm.config import ConfigError, parse_config
+from rm.demand import queue_for, waiting_by_queue
 from rm.election import Elector
 from rm.events import EventKind, record_event
+from rm.jobs import JobService
 from rm.leader import Fence, Lease, StaleLeader
 from rm.lifecycle import change_status, create_node
 from rm.metrics import LEADER
-from rm.models import Node, NodeHistory, ScalingEvent
+from rm.models import Node, NodeHistory, ScalingEvent, Task
 from rm.states import NodeStatus
 from rm.store import Store
 from tests.e2e_support import epoch, processes_under, wait_for
 from tests.ha_support import HaPair
+from tests.helpers import redis_client, redis_url  # noqa: F401 - fixtures
 
 LEASE_S = 3.0
 T0 = 1_000.0
@@ -187,6 +193,32 @@ def test_the_actuator_refuses_provider_calls_under_a_stale_epoch(store: Store) -
         assert provider.calls == [("terminate", ("burst-1",))]  # nothing after the takeover reached it
     finally:
         actuator.close()
+
+
+def test_a_standby_stores_jobs_and_only_the_current_leader_publishes_them(
+    store: Store, redis_url: str, redis_client: redis.Redis,  # noqa: F811 - fixtures
+) -> None:
+    a, b = fenced(store, "a"), fenced(store, "b")
+    roles = {"a": False}
+    service = JobService(store, make_app(redis_url), "hatest", registered={"builtin.sleep"},
+                         pool_label_sets=[frozenset()], tracker=ActivityTracker(), leading=lambda: roles["a"],
+                         guard=a.check)
+    queue = queue_for("hatest", ())
+    job = {"name": "j", "tasks": [{"name": "s", "run": "builtin.sleep", "args": {"seconds": 0}, "replicate": 3}]}
+
+    job_id = service.submit(job, "alice", T0)  # a is a standby: stored, nothing published
+    assert waiting_by_queue(redis_client, [queue]) == {queue: 0}
+    a.epoch = a.lease.take_over(T0)[0]
+    b.epoch = b.lease.take_over(T0 + LEASE_S)[0]  # ...and b took over before a's tick could publish
+    with pytest.raises(StaleLeader, match=f"instance a refuses to publish 3 task\\(s\\) of job {job_id}"):
+        service.dispatch_ready(T0 + LEASE_S)
+    assert waiting_by_queue(redis_client, [queue]) == {queue: 0}
+    with store.session() as session:
+        assert set(session.scalars(select(Task.state).where(Task.job_id == job_id))) == {"pending"}
+
+    service.guard = b.check  # the same service as the current leader's: it publishes
+    assert service.dispatch_ready(T0 + LEASE_S) == 3
+    assert waiting_by_queue(redis_client, [queue]) == {queue: 3}
 
 
 # -- the elector -------------------------------------------------------------------------------

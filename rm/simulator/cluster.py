@@ -162,9 +162,13 @@ class SimCluster:
             return
         if not node.running_tasks:
             node.status, node.idle_since = S.IDLE, self.engine.now
+        self._offer(node)
+
+    def _offer(self, node: SimNode) -> None:
+        """The node has free slots: it takes queued tasks it can run, and is found by later arrivals."""
         self.free_nodes[node.pool][node.id] = node
-        for servable in self._servable(node):
-            self._fill(node, servable)
+        for labels in self._servable(node):
+            self._fill(node, labels)
 
     # -- nodes -----------------------------------------------------------------------------
     def launch(self, pool: PoolConfig, count: int) -> None:
@@ -189,9 +193,7 @@ class SimCluster:
             return
         self.backoff.pop(node.pool, None)  # the pool launches fine again (as rm.nodes does)
         node.status, node.idle_since = S.IDLE, self.engine.now
-        self.free_nodes[node.pool][node.id] = node
-        for labels in self._servable(node):
-            self._fill(node, labels)
+        self._offer(node)
 
     def _refused(self, node: SimNode, outcome: LaunchOutcome) -> None:
         self._fail(node, outcome.error, billed=False)

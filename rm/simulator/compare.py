@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rm.simulator.metrics import RunMetrics  # noqa: E402
+from rm.simulator.report import save_figure  # noqa: E402
 from rm.simulator.run import POLICIES, simulate  # noqa: E402
 from rm.simulator.settings import SimulationSettings  # noqa: E402
 from rm.simulator.workload import GENERATORS, make_workload  # noqa: E402
@@ -64,11 +65,7 @@ def plot_cost_vs_wait(results: Sequence[RunMetrics], path: Path) -> Path:
         ax.set_title(workload)
         ax.set_xlabel("p95 queue wait (minutes)")
         ax.set_ylabel(f"total cost ({results[0].currency})")
-    fig.suptitle("cost versus wait: lower left is better")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "cost versus wait: lower left is better", path)
 
 
 def write_comparison(results: Sequence[RunMetrics], out: Path) -> dict[str, Path]:

@@ -37,6 +37,11 @@ def plot_timeline(timeline: Timeline, title: str, path: Path) -> Path:
     spend.plot(hours, timeline.spend, color="tab:green")
     spend.set_ylabel("money spent")
     spend.set_xlabel("hours since start")
+    return save_figure(fig, title, path)
+
+
+def save_figure(fig: plt.Figure, title: str, path: Path) -> Path:
+    """Title, lay out, write at screen resolution and free the figure (pyplot keeps them otherwise)."""
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
