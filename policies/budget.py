@@ -5,7 +5,8 @@ demand justifies; this module says how many of them the money allows, with the s
 clock, so "never over budget" is a property tested with hypothesis like "never above max".
 
 The gate. A launch of one node in pool p commits at least p's smallest charge (one billing unit,
-or the pool's minimum billed duration if longer). For every budget covering p (the global one and
+or the pool's minimum billed duration if longer, or the charge of its first ``budget_guard_s``
+seconds if more: the guard below would otherwise stop it as soon as it is up). For every budget covering p (the global one and
 p's own), ``committed + n * smallest_charge <= amount`` and ``burn_per_hour + n * price_per_hour <=
 max_burn_per_hour`` must hold, counting the launches already admitted earlier in the same tick.
 A node of a free pool (price 0) is never refused for money.
@@ -35,22 +36,24 @@ def _fits(room: Decimal, step: Decimal) -> int | None:
 class BudgetGate:
     """The budgets' running totals within one tick, as launches are admitted pool by pool."""
 
-    def __init__(self, budgets: Iterable[BudgetView]) -> None:
+    def __init__(self, budgets: Iterable[BudgetView], guard_s: float = 0.0,
+                 upcoming: dict[str, Decimal] | None = None) -> None:
         self.budgets = tuple(budgets)
-        self.committed = {b.scope: b.committed for b in self.budgets}
+        self.guard_s = guard_s
+        self.committed = {b.scope: b.committed + (upcoming or {}).get(b.scope, ZERO) for b in self.budgets}
         self.burn = {b.scope: b.burn_per_hour for b in self.budgets}
 
     def _limit(self, budget: BudgetView, pool: PoolView, want: int) -> tuple[int, str | None, Cause | None]:
         """Nodes of ``pool`` this budget still admits, and the sentence explaining a shortfall."""
-        rule = pool.billing
-        unit, price, cur = rule.smallest_charge, rule.price_per_hour, budget.currency
+        unit, price, cur = self.first_charge(pool), pool.billing.price_per_hour, budget.currency
         allowed, message, cause = want, None, None
         if budget.amount is not None:
             fit = _fits(budget.amount - self.committed[budget.scope], unit)
             if fit is not None and fit < allowed:
                 allowed, cause = fit, Cause.BUDGET
                 after = self.committed[budget.scope] + fit * unit  # with the nodes it still admits
-                message = (f"committed {show(after, cur)} + {show(unit, cur)} minimum unit "
+                what = "minimum unit" if unit == pool.billing.smallest_charge else f"for its first {self.guard_s:g} s"
+                message = (f"committed {show(after, cur)} + {show(unit, cur)} {what} "
                            f"would pass the {budget.period_word} budget {show(budget.amount, cur)}")
         if budget.max_burn_per_hour is not None:
             fit = _fits(budget.max_burn_per_hour - self.burn[budget.scope], price)
@@ -63,6 +66,12 @@ class BudgetGate:
             message += f" ({budget.scope} budget)"
         return allowed, message, cause
 
+    def first_charge(self, pool: PoolView) -> Decimal:
+        """What a new node commits at once: its minimum unit, or more if the guard would stop it
+        within ``guard_s`` anyway (a node launched only to be drained is money thrown away)."""
+        rule = pool.billing
+        return max(rule.smallest_charge, rule.cost(rule.committed_s(self.guard_s)))
+
     def admit(self, launch: Launch, pool: PoolView) -> tuple[Launch | None, Refusal | None]:
         """Trim ``launch`` to what every budget covering its pool allows; explain what is cut."""
         allowed, message, cause = launch.count, None, None
@@ -71,11 +80,10 @@ class BudgetGate:
                 limit, why, why_cause = self._limit(budget, pool, allowed)
                 if limit < allowed:
                     allowed, message, cause = limit, why, why_cause
-        rule = pool.billing
         for budget in self.budgets:
             if budget.covers(pool.name):
-                self.committed[budget.scope] += allowed * rule.smallest_charge
-                self.burn[budget.scope] += allowed * rule.price_per_hour
+                self.committed[budget.scope] += allowed * self.first_charge(pool)
+                self.burn[budget.scope] += allowed * pool.billing.price_per_hour
         refusal = None
         if cause is not None:
             refused = launch.count - allowed
@@ -89,29 +97,79 @@ class BudgetGate:
         return launch, refusal
 
 
-def hard_cap_drains(pools: Iterable[PoolView], budgets: Iterable[BudgetView]) -> list[Drain]:
-    """Drain the priced nodes of every budget whose spending reached its amount.
+def hard_cap_drains(pools: Iterable[PoolView], budgets: Iterable[BudgetView], now: float,
+                    guard_s: float) -> tuple[list[Drain], dict[str, Decimal]]:
+    """Stop priced nodes before they would take a budget past its amount, and all of them at the cap.
 
-    Idle nodes only, unless the budget says ``hard_stop``: then busy nodes are destroyed too and
-    their tasks come back through the broker. Free pools are never drained for money.
+    Two rules, one per budget with an amount:
+
+    - *the guard*: the charges every live node will commit within the next ``guard_s`` (the
+      rest of its billing unit and the next one for an hourly node near its end; ``guard_s`` of
+      seconds for a per-second one) are added to ``committed``: first those of the nodes that
+      cannot be stopped (booting, draining, or busy without ``hard_stop``), then busy before idle
+      and oldest first; the nodes whose charge no longer fits are stopped now, before the new
+      unit begins, because a unit once begun is paid in full;
+    - *the cap*: once the money spent reaches the amount, every priced node is stopped.
+
+    Idle nodes are drained; busy ones only when the budget says ``hard_stop`` (destroyed, their
+    tasks come back through the broker), otherwise they run on and their charge is counted as
+    committed. Free pools are never stopped for money.
+
+    Returns the drains and, per budget scope, the upcoming charges of the nodes that stay: the
+    launch gate counts them as committed, so it never admits a node the guard would stop.
     """
     drains: dict[str, Drain] = {}
+    upcoming: dict[str, Decimal] = {}
     for budget in budgets:
-        if not budget.capped:
+        if budget.amount is None:
             continue
-        for pool in pools:
-            if not budget.covers(pool.name) or pool.billing.price_per_hour <= ZERO:
-                continue
-            for node in pool.nodes:
-                if node.id in drains or not _drainable(node, budget.hard_stop):
-                    continue
-                busy = node.status == NodeStatus.BUSY or node.running_tasks > 0
-                verb = "destroying it and its running tasks (hard_stop)" if busy else "draining it"
-                message = (f"node {node.id} in pool {pool.name}: spent {show(budget.spent, budget.currency)} reached "
-                           f"the {budget.period_word} budget {show(budget.amount, budget.currency)} "
-                           f"({budget.scope} budget); {verb}")
-                drains[node.id] = Drain(node.id, pool.name, Cause.HARD_CAP, message, force=busy)
-    return sorted(drains.values(), key=lambda d: d.node_id)
+        room = budget.amount - budget.committed
+        for pool, node in _priced_nodes(pools, budget):
+            charge = _upcoming_charge(pool, node, now, guard_s)
+            stoppable = node.id not in drains and _drainable(node, budget.hard_stop)
+            if stoppable and (budget.capped or charge > max(room, ZERO)):
+                drains[node.id] = _money_drain(pool, node, budget, charge, guard_s)
+            elif node.id not in drains:
+                room -= charge
+        upcoming[budget.scope] = budget.amount - budget.committed - room
+    return sorted(drains.values(), key=lambda d: d.node_id), upcoming
+
+
+def _priced_nodes(pools: Iterable[PoolView], budget: BudgetView) -> list[tuple[PoolView, NodeView]]:
+    """The live nodes of the priced pools this budget covers, in the order their charges are kept:
+    the unstoppable first (their charge comes anyway), then busy before idle (stopping them loses
+    work), then by age (the oldest's unit ends first)."""
+    live = [(pool, node) for pool in pools if budget.covers(pool.name) and pool.billing.price_per_hour > ZERO
+            for node in pool.nodes if node.status not in _ENDED]
+    return sorted(live, key=lambda pn: (_drainable(pn[1], budget.hard_stop), not _busy(pn[1]),
+                                        pn[1].created_at, pn[1].id))
+
+
+def _upcoming_charge(pool: PoolView, node: NodeView, now: float, guard_s: float) -> Decimal:
+    """What ``node`` will commit beyond its current unit within ``guard_s`` from now."""
+    rule = pool.billing
+    elapsed = max(now - node.created_at, 0.0)
+    return rule.cost(rule.committed_s(elapsed + guard_s) - rule.committed_s(elapsed))
+
+
+def _money_drain(pool: PoolView, node: NodeView, budget: BudgetView, charge: Decimal, guard_s: float) -> Drain:
+    busy = _busy(node)
+    verb = "destroying it and its running tasks (hard_stop)" if busy else "draining it"
+    cur = budget.currency
+    if budget.capped:
+        why = f"spent {show(budget.spent, cur)} reached the {budget.period_word} budget {show(budget.amount, cur)}"
+    else:
+        why = (f"its next {guard_s:g} s would commit {show(charge, cur)} more, past the {budget.period_word} "
+               f"budget {show(budget.amount, cur)} (committed {show(budget.committed, cur)})")
+    message = f"node {node.id} in pool {pool.name}: {why} ({budget.scope} budget); {verb}"
+    return Drain(node.id, pool.name, Cause.HARD_CAP, message, force=busy)
+
+
+def _busy(node: NodeView) -> bool:
+    return node.status == NodeStatus.BUSY or node.running_tasks > 0
+
+
+_ENDED = frozenset({NodeStatus.TERMINATED, NodeStatus.FAILED})  # no longer billed
 
 
 def _drainable(node: NodeView, hard_stop: bool) -> bool:

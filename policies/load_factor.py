@@ -387,9 +387,9 @@ def decide(snapshot: Snapshot, settings: PolicySettings, now: float) -> Decision
     needs = {labels: slots_for(n, settings.load_factor) for labels, n in tasks.items()}
     allocated, refusals = allocate(pools, needs, now)
     launches: list[Launch] = []
-    drains: list[Drain] = hard_cap_drains(pools, snapshot.budgets)
+    drains, upcoming = hard_cap_drains(pools, snapshot.budgets, now, settings.budget_guard_s)
     capped = {d.node_id for d in drains}
-    gate = BudgetGate(snapshot.budgets)
+    gate = BudgetGate(snapshot.budgets, settings.budget_guard_s, upcoming)
     candidates: list[str] = []
     targets: list[PoolTarget] = []
     for pool in pools:

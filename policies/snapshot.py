@@ -23,6 +23,7 @@ class PolicySettings(Protocol):
     idle_timeout_s: float
     scale_down_ticks: int
     max_launch_per_tick: int
+    budget_guard_s: float  # stop a priced node this long before a charge that would pass a budget
 
 
 @dataclass(frozen=True)

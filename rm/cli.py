@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rm.client import ApiClient, ApiError, resolve_client
-from rm.config import ClusterConfig, ConfigError, load_config
+from rm.config import ClusterConfig, ConfigError, load_config, load_yaml
 from rm.jobs import FINISHED_JOB, FINISHED_TASK
 from rm.logs import setup_logging
 
@@ -110,7 +110,7 @@ def _read_workflow(path: Path) -> Any:
         console.print(f"[red]{path}: cannot read: {error.strerror}[/red]")
         raise typer.Exit(2) from None
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (ValueError, yaml.YAMLError) as error:
         console.print(f"[red]{path}: not valid JSON/YAML: {error}[/red]")
         raise typer.Exit(2) from None

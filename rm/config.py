@@ -9,6 +9,7 @@ fixing a config at 3 a.m. should not have to read a traceback.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,6 +46,9 @@ class PolicyConfig(_Frozen):
     idle_timeout_s: float = Field(60.0, ge=0, description="a node idle this long may be released")
     scale_down_ticks: StrictInt = Field(3, ge=1, description="consecutive ticks a node must be recommended for removal")
     max_launch_per_tick: StrictInt = Field(10, ge=1, description="cap on nodes launched in one pool per tick")
+    budget_guard_s: float = Field(
+        60.0, ge=0, description="a priced node is stopped this long before a charge (a new billing unit) that would "
+                                "take a budget past its amount: longer than a tick plus a destruction")
     heartbeat_timeout_s: float = Field(10.0, gt=0, description="a registered node silent this long is lost")
     orphan_grace_s: float = Field(
         120.0, ge=0, description="a tagged VM unknown to the store (or of an ended node) is destroyed after this long")
@@ -310,6 +314,33 @@ def parse_config(data: Any, source: str = "<config>") -> ClusterConfig:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a mapping naming the same key twice: PyYAML silently keeps the
+    last one, so a config that says a thing twice would run with only one of them."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # a "<<" merge: the keys it brings may be overridden, that is its point
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, Hashable) and key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {first_line[key] + 1})", key_node.start_mark)
+        if isinstance(key, Hashable):
+            first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys (raises ``yaml.YAMLError`` naming the line)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path) -> ClusterConfig:
     path = Path(path)
     try:
@@ -317,7 +348,7 @@ def load_config(path: str | Path) -> ClusterConfig:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_config(data, str(path))

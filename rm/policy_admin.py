@@ -14,7 +14,9 @@ applied unless everything is valid. An update is a merge: fields it leaves out k
 The YAML file stays the source at start-up: a restarted manager starts from its file and does not
 re-apply the versions recorded here (the file is what an admin reviews and keeps in version
 control; silently overriding it from the database would make the file lie). The history keeps
-every applied change, so carrying one into the file is a copy.
+every applied change, so carrying one into the file is a copy. With high availability, a standby
+that becomes the leader adopts the newest version recorded *since it started* (:func:`adopt_since`):
+a failover must not silently undo a change the admin made to the running cluster.
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ def apply_update(session: Session, update: Any, config: Callable[[], ClusterConf
         session.commit()
         replace(proposed)
         return version.id, changes
+
+
+def adopt_since(session: Session, since: float, config: ClusterConfig) -> tuple[ClusterConfig, int] | None:
+    """The running config with the newest policy version recorded at or after ``since`` merged in,
+    and that version's id; None when there is none. Raises :class:`PolicyInvalid` if the recorded
+    document no longer fits this instance's config (a pool it does not have)."""
+    latest = session.scalar(select(PolicyVersion).where(PolicyVersion.at >= since)
+                            .order_by(PolicyVersion.id.desc()).limit(1))
+    if latest is None:
+        return None
+    return validate_update(latest.document, config), latest.id
 
 
 def history(session: Session, limit: int = 100) -> list[PolicyVersion]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 import uvicorn
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from agents.app import make_app
 from agents.settings import AgentSettings
@@ -41,6 +42,7 @@ from rm.lifecycle import change_status
 from rm.models import Node
 from rm.monitor import EventMonitor
 from rm.nodes import NodeKeeper
+from rm.policy_admin import PolicyInvalid, adopt_since
 from rm.states import LIVE, NodeStatus
 from rm.store import Store
 from providers import make_provider
@@ -65,6 +67,7 @@ class Runtime:
         self.actuator: Actuator | None = None
         self.broker: redis.Redis | None = None
         self.elector: Elector | None = None
+        self.started_at = 0.0
         self.instance_id = config.ha.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
@@ -85,7 +88,7 @@ class Runtime:
     def start(self) -> "Runtime":
         config = self._config
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
+        now = self.started_at = time.time()
         self.store = Store(config.database)
         self.store.upgrade_schema()
         self.token_path = ensure_local_token(self.store, self.state_dir, now)
@@ -115,7 +118,7 @@ class Runtime:
         self.controller = Controller(self.config, self.store, self.broker, self.monitor, self.tracker,
                                      self.jobs, self.actuator, self.keeper, leading=self.leading)
         if self.elector is not None:
-            self.elector.on_elected = self.controller.wake
+            self.elector.on_elected = self._on_elected
         self._spawn(self.controller.run, "controller")
         log.info("hybrid-rm cluster %s started (broker %s, database %s)", config.cluster,
                  "embedded" if self.embedded else "external", config.database.split("://")[0])
@@ -139,6 +142,22 @@ class Runtime:
         fence = Fence(lease)
         fence.install(self.store)
         return Elector(lease, fence, config.cluster, every_s=config.policy.tick_s)
+
+    def _on_elected(self) -> None:
+        """Newly the leader: carry on with the policy the cluster ran under, then tick at once."""
+        try:
+            with self.store.session() as session:
+                adopted = adopt_since(session, self.started_at, self._config)
+        except (SQLAlchemyError, PolicyInvalid) as error:
+            log.warning("instance %s could not adopt the run-time policy: %s; it keeps its file's policy",
+                        self.instance_id, error)
+            adopted = None
+        if adopted is not None:
+            config, version = adopted
+            log.info("instance %s adopts policy version %s, applied at run time before it took over",
+                     self.instance_id, version)
+            self.replace_config(config)
+        self.controller.wake()
 
     def _guard(self):  # noqa: ANN202 - Callable[[str], None] | None
         return self.elector.fence.check if self.elector is not None else None

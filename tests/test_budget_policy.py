@@ -100,6 +100,32 @@ def test_hard_cap_drains_idle_priced_nodes_only() -> None:
     assert not hard.launches or all(launch.pool == "onprem" for launch in hard.launches)
 
 
+def test_the_guard_stops_nodes_before_a_new_paid_hour_would_pass_the_budget() -> None:
+    """Hourly nodes 30 s from the end of their first hour, 1.20 EUR committed of a 1.50 EUR budget:
+    one more hour (0.40) still fits, the others would pass it, so they stop before the hour begins."""
+    nodes = (NodeView("b-old", "burst", S.IDLE, idle_since=NOW - 5, created_at=NOW - 3570),
+             NodeView("b-busy", "burst", S.BUSY, running_tasks=1, created_at=NOW - 3560),
+             NodeView("b-idle", "burst", S.IDLE, idle_since=NOW - 5, created_at=NOW - 3550),
+             NodeView("b-young", "burst", S.IDLE, idle_since=NOW - 5, created_at=NOW - 600))
+    demand = (Demand(frozenset(), 20),)
+    soft = decide(Snapshot((ONPREM, burst(nodes)), demand, (monthly("1.50", committed="1.60"),)), Settings(), NOW)
+    # committed is already past: the busy node runs on (no hard_stop), every idle one due a new hour stops
+    assert [(d.node_id, d.force) for d in soft.drains] == [("b-idle", False), ("b-old", False)]
+    assert soft.drains[1].message == ("node b-old in pool burst: its next 60 s would commit 0.40 EUR more, past the "
+                                      "monthly budget 1.50 EUR (committed 1.60 EUR) (global budget); draining it")
+    assert not [launch for launch in soft.launches if launch.pool == "burst"], "no room: no launch"
+    room = decide(Snapshot((ONPREM, burst(nodes)), demand, (monthly("2.00", committed="1.60"),)), Settings(), NOW)
+    assert [d.node_id for d in room.drains] == ["b-idle", "b-old"], "the busy node's next hour takes the room"
+    hard = decide(Snapshot((ONPREM, burst(nodes)), demand, (monthly("2.00", committed="1.60", hard_stop=True),)),
+                  Settings(), NOW)
+    assert [(d.node_id, d.force) for d in hard.drains] == [("b-idle", False), ("b-old", False)]
+    hard = decide(Snapshot((ONPREM, burst(nodes)), demand, (monthly("1.90", committed="1.60", hard_stop=True),)),
+                  Settings(), NOW)
+    assert [(d.node_id, d.force) for d in hard.drains] == [("b-busy", True), ("b-idle", False), ("b-old", False)]
+    assert "destroying it and its running tasks (hard_stop)" in hard.drains[0].message
+    assert all(d.node_id != "b-young" for d in hard.drains), "3000 s of its hour are paid: nothing new to commit"
+
+
 def test_billing_aware_release_keeps_a_node_until_its_paid_hour_ends() -> None:
     def idle_node(age_s: float) -> NodeView:
         return NodeView("b1", "burst", S.IDLE, idle_since=NOW - 300, created_at=NOW - age_s, removal_streak=5)
@@ -178,7 +204,7 @@ def test_hard_cap_drains_spare_busy_nodes_and_free_pools(snapshot: Snapshot) -> 
         assert node.status in (S.IDLE, S.BUSY)
         if drain.cause is Cause.HARD_CAP:
             assert pool.billing.price_per_hour > 0
-            stoppers = [b for b in snapshot.budgets if b.capped and b.covers(pool.name) and b.hard_stop]
+            stoppers = [b for b in snapshot.budgets if b.amount is not None and b.covers(pool.name) and b.hard_stop]
             busy = node.status == S.BUSY or node.running_tasks > 0
             assert not busy or (stoppers and drain.force)
         else:

@@ -141,6 +141,7 @@ def test_demo_config_full_dump(tmp_path: Path, demo_yaml_text: str) -> None:
             "idle_timeout_s": 10.0,
             "scale_down_ticks": 3,
             "max_launch_per_tick": 10,
+            "budget_guard_s": 60.0,
             "heartbeat_timeout_s": 10.0,
             "orphan_grace_s": 120.0,
         },
@@ -373,6 +374,18 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     message = str(info.value)
     assert message.startswith(f"{path}:"), message
     assert "not valid YAML" in message
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently; the config loader refuses them."""
+    path = _write(tmp_path, "cluster: demo\npools:\n  - {name: onprem, provider: local}\n"
+                            "budgets: {global: {period: month, amount: 5}}\n"
+                            "budgets: {global: {period: month, amount: 50}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not valid YAML"), message
+    assert "duplicate key 'budgets' (first given on line 4)" in message and "line 5" in message
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ class Settings:
     idle_timeout_s: float = 10.0
     scale_down_ticks: int = 3
     max_launch_per_tick: int = 10
+    budget_guard_s: float = 60.0
 
 
 def onprem(nodes: tuple[NodeView, ...] = (), labels: frozenset[str] = frozenset()) -> PoolView:

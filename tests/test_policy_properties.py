@@ -30,6 +30,7 @@ class Settings:
     idle_timeout_s: float
     scale_down_ticks: int
     max_launch_per_tick: int
+    budget_guard_s: float = 60.0
 
 
 # Idle and busy nodes are where scale-down happens: draw them as often as all others together.

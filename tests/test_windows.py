@@ -18,7 +18,8 @@ from rm.windows import WindowConfig, window_open
 
 PARIS = ZoneInfo("Europe/Paris")
 OFFICE = WindowConfig(cron="0 8 * * 1-5", duration_s=11 * 3600, timezone="Europe/Paris")  # weekdays 08:00-19:00
-SETTINGS = SimpleNamespace(load_factor=1.0, idle_timeout_s=60.0, scale_down_ticks=3, max_launch_per_tick=10)
+SETTINGS = SimpleNamespace(load_factor=1.0, idle_timeout_s=60.0, scale_down_ticks=3, max_launch_per_tick=10,
+                           budget_guard_s=60.0)
 
 
 def paris(*args: int) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rm.config import ClusterConfig, ConfigError, format_validation_error, parse_config
+from rm.config import ClusterConfig, ConfigError, format_validation_error, load_yaml, parse_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "simulation" / "default.yaml"
 
@@ -87,7 +87,7 @@ def parse_simulation(data: Any, source: str) -> SimulationSettings:
 def load_simulation(path: str | Path | None = None) -> SimulationSettings:
     path = Path(path or DEFAULT_CONFIG)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
