@@ -168,8 +168,9 @@ def test_a_token_link_becomes_a_session_cookie_and_cookie_changes_need_the_csrf_
 def rmctl(running: Running, *args: str) -> Any:
     from typer.testing import CliRunner
 
-    from rm.cli import app
+    from rm.cli import app, console
 
+    console.width = 200  # rich sized it when rm.cli was first imported, perhaps before COLUMNS was set
     secret = running.runtime.token_path.read_text().strip()
     return CliRunner().invoke(app, [*args[:2], *args[2:], "--api", running.url, "--token", secret],
                               env={"COLUMNS": "200"})
