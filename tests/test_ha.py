@@ -323,6 +323,7 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_job(tmp_path: Path, pos
         assert 'rm_leader{cluster="demo",instance="b"} 0.0' in b.send("GET", "/metrics").text
 
         job_id = b.submit("failover", count=16, seconds=3)  # through the standby: stored, the leader publishes
+        assert b.send("POST", f"/api/v1/jobs/{job_id}/cancel").status_code == 409, "a cancel is the leader's"
         wait_for("burst nodes booted and running tasks", lambda: [
             n for n in b.get("/api/v1/nodes") if n["pool"] == "burst" and n["state"] == "busy"], timeout_s=90)
         stopped_at = pair.kill("a") if how == "sigkill" else pair.pause("a")

@@ -79,7 +79,8 @@ def leader_only(rt: Any, action: str) -> None:
     """Refuse (409) what only the acting instance can do, naming the leader to send it to.
 
     With high availability every instance serves the API, but drains and run-time policy
-    changes live in the leader's memory: a standby would hold them for nobody.
+    changes live in the leader's memory: a standby would hold them for nobody. A cancel is the
+    leader's too: it races the leader's publishing of the job's pending tasks.
     """
     if not rt.leading():
         holder = rt.leadership().get("holder") or "none elected yet"

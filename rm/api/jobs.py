@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
-from rm.api.deps import Caller, caller, iso, require, runtime, sees_all_jobs
+from rm.api.deps import Caller, caller, iso, leader_only, require, runtime, sees_all_jobs
 from rm.auth import Role
 from rm.demo import S1_ORTHO
 from rm.models import Job, Task
@@ -94,5 +94,6 @@ def cancel_job(job_id: str, who: Caller = Depends(require(Role.USER)), rt=Depend
         job = visible_job(session, job_id, who)
         if who.role != Role.ADMIN and job.owner != who.name:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only the job's owner or an admin may cancel it")
+    leader_only(rt, f"cancel job {job_id}")
     cancelled = rt.jobs.cancel(job_id, time.time())
     return {"id": job_id, "cancelled": cancelled}
