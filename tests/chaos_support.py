@@ -50,11 +50,14 @@ def nodes_running(running: Running, job_id: str, exclude: set[str]) -> list[str]
                    if t["state"] == "running" and t["node"] and t["node"] not in exclude})
 
 
-def tasks_held_by(running: Running, job_id: str, node_id: str) -> set[str]:
-    """Our ids of the tasks the agent says it is running right now (asked over the broker)."""
+def tasks_held_by(running: Running, job_id: str, node_id: str, started_within_s: float) -> set[str]:
+    """Our ids of the tasks the agent says (over the broker) it started less than
+    ``started_within_s`` ago: tasks that will still be running an instant later, when it is killed."""
     worker = f"{node_id}@{running.runtime.config().cluster}"
     replies = running.runtime.app.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_S).active() or {}
-    celery_ids = {request["id"] for request in replies.get(worker, [])}
+    now = time.time()
+    celery_ids = {request["id"] for request in replies.get(worker, [])
+                  if now - (request.get("time_start") or 0.0) < started_within_s}
     return {row.id for row in running.task_rows(job_id) if row.celery_id in celery_ids}
 
 
@@ -64,9 +67,9 @@ def kill_agent(running: Running, node_id: str, held: set[str]) -> Kill:
     return Kill(node_id, time.time(), held)
 
 
-def kill_random_agents(running: Running, job_id: str, count: int, seed: int) -> list[Kill]:
-    """Kill ``count`` agents, each drawn (seeded) among those running a task of the job, one at a
-    time, each once the manager has marked the previous one lost."""
+def kill_random_agents(running: Running, job_id: str, count: int, seed: int, task_s: float) -> list[Kill]:
+    """Kill ``count`` agents, each drawn (seeded) among those running a task of the job (``task_s``
+    long) that is not about to end, one at a time, each once the manager marked the previous one lost."""
     rng = random.Random(seed)
     kills: list[Kill] = []
 
@@ -75,8 +78,8 @@ def kill_random_agents(running: Running, job_id: str, count: int, seed: int) -> 
         if not candidates:
             return None
         node = rng.choice(candidates)
-        held = tasks_held_by(running, job_id, node)
-        return (node, held) if held else None  # between two tasks: draw again
+        held = tasks_held_by(running, job_id, node, started_within_s=task_s / 2)
+        return (node, held) if held else None  # between two tasks, or near their end: draw again
 
     for _ in range(count):
         kill = kill_agent(running, *wait_for("an agent running a task", victim, timeout_s=120, every_s=0.2))
@@ -145,7 +148,7 @@ class KillRun:
 def agents_killed_during_a_job(running: Running, tasks: int, seconds: float, kills: int, seed: int) -> KillRun:
     """Submit ``tasks`` sleeps, kill ``kills`` agents running them (seeded draw), wait for the end."""
     job_id = running.client.post("/api/v1/jobs", sleepers("chaos-kill", tasks, seconds))["id"]
-    done = kill_random_agents(running, job_id, kills, seed)
+    done = kill_random_agents(running, job_id, kills, seed, task_s=seconds)
     job = running.finished_job(job_id, timeout_s=300)
     return KillRun(job, done, [kill.rerun_delay_s(running) for kill in done])
 

@@ -71,12 +71,10 @@ def test_agents_sigkilled_mid_job_lose_nothing_and_record_each_result_once(
         assert completions(running, job_id) == {1: 300}, "a result was lost or recorded twice"
         rows = {row.id: row for row in running.task_rows(job_id)}
         for kill in run.kills:
-            # a task may finish in the instant between asking the agent and killing it; not all of them
-            moved = [rows[t] for t in kill.held if rows[t].node_id != kill.node]
-            assert moved, f"no task of killed node {kill.node} ran again: {[(rows[t].node_id, rows[t].attempts) for t in kill.held]}"
-        # a re-run is seen as such when the manager saw the first start (an event or the backend's STARTED)
-        measured = [d for d in run.rerun_delays_s if d is not None]
-        assert measured and all(d > 0 for d in measured), run.rerun_delays_s
+            held = [(rows[t].node_id, rows[t].attempts) for t in kill.held]
+            assert all(node != kill.node and attempts >= 2 for node, attempts in held), \
+                f"a task of killed node {kill.node} did not run again elsewhere: {held}"
+        assert all(d is not None and d > 0 for d in run.rerun_delays_s), run.rerun_delays_s
         lost = {e["node"] for e in running.events(kind="lost")}
         assert {k.node for k in run.kills} <= lost, "a killed agent was not marked lost"
     assert sampler.peak.get("burst", 0) <= 4 and sampler.peak.get("onprem", 0) <= 1, sampler.peak
