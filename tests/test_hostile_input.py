@@ -151,3 +151,13 @@ def test_the_size_limit_comes_before_the_body_is_read_for_nul(client: httpx.Clie
     response = client.post("/api/v1/jobs", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413, response.text
     assert jobs_stored(secured) == before
+
+
+@pytest.mark.parametrize("depth", [900, 5000, 100_000])
+def test_a_deeply_nested_body_with_a_nul_is_never_a_5xx(secured: Secured, depth: int) -> None:
+    """The NUL check parses the body before authentication: nesting past the JSON parser's depth
+    must be answered like any body the route cannot read, not with a crash."""
+    body = b'{"a": ' * depth + b'"\\u0000"' + b"}" * depth
+    with httpx.Client(base_url=secured.url, timeout=30) as anonymous:
+        response = anonymous.post("/api/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 401, 422), (depth, response.status_code, response.text[:200])

@@ -102,18 +102,21 @@ JSON_NUL = b"\\u0000"  # how a NUL travels in JSON text (a raw NUL byte is not J
 
 
 def nul_locations(value: Any, loc: list[Any]) -> Iterator[list[Any]]:
-    """Where in a parsed JSON value a string (a key or a value) holds a NUL."""
-    if isinstance(value, str):
-        if NUL in value:
-            yield loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if NUL in key:
-                yield [*loc, key]
-            yield from nul_locations(item, [*loc, key])
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from nul_locations(item, [*loc, index])
+    """Where in a parsed JSON value a string (a key or a value) holds a NUL. Iterative: a body
+    nested as deep as the JSON parser allows must not exhaust the stack here."""
+    stack: list[tuple[Any, list[Any]]] = [(value, loc)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                yield where
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                stack.append((child, [*where, key]))
+                if NUL in key:
+                    stack.append((key, [*where, key]))
+        elif isinstance(item, list):
+            stack.extend((child, [*where, index]) for index, child in reversed(list(enumerate(item))))
 
 
 def _request_nuls(scope: Scope, body: bytes) -> list[list[Any]]:
@@ -125,8 +128,8 @@ def _request_nuls(scope: Scope, body: bytes) -> list[list[Any]]:
     if JSON_NUL in body:
         try:
             found += [["body", *loc] for loc in nul_locations(json.loads(body), [])]
-        except ValueError:
-            pass  # not JSON: the route's own parsing answers it
+        except (ValueError, RecursionError):
+            pass  # not JSON, or nested past what the parser takes: the route's own parsing answers it
     return found
 
 
