@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rm.client import ApiClient, ApiError, resolve_client
-from rm.config import ClusterConfig, ConfigError, load_config, load_yaml
+from rm.config import ClusterConfig, ConfigError, load_config, load_yaml, yaml_problem
 from rm.jobs import FINISHED_JOB, FINISHED_TASK
 from rm.logs import setup_logging
 
@@ -111,8 +111,11 @@ def _read_workflow(path: Path) -> Any:
         raise typer.Exit(2) from None
     try:
         return json.loads(text) if path.suffix == ".json" else load_yaml(text)
-    except (ValueError, yaml.YAMLError) as error:
-        console.print(f"[red]{path}: not valid JSON/YAML: {error}[/red]")
+    except yaml.YAMLError as error:
+        console.print(f"[red]{path}: not valid YAML: {yaml_problem(error)}[/red]")
+        raise typer.Exit(2) from None
+    except ValueError as error:
+        console.print(f"[red]{path}: not valid JSON: {error}[/red]")
         raise typer.Exit(2) from None
 
 

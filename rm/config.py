@@ -336,6 +336,17 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's snippet of the line: that line may hold a
+    password (``broker: redis://:secret@...``) and this message goes to terminals and journals."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return type(error).__name__
+    mark = error.problem_mark or error.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    what = "; ".join(part for part in (error.context, error.problem) if part)
+    return f"{what or 'cannot parse'}{where}"
+
+
 def load_yaml(text: str) -> Any:
     """Parse YAML safely, refusing duplicate keys (raises ``yaml.YAMLError`` naming the line)."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -350,5 +361,5 @@ def load_config(path: str | Path) -> ClusterConfig:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     return parse_config(data, str(path))

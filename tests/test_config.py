@@ -385,7 +385,19 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
         load_config(path)
     message = str(info.value)
     assert message.startswith(f"{path}: not valid YAML"), message
-    assert "duplicate key 'budgets' (first given on line 4)" in message and "line 5" in message
+    assert "duplicate key 'budgets' (first given on line 4) (line 5, column 1)" in message
+
+
+def test_a_yaml_error_never_quotes_the_line(tmp_path: Path) -> None:
+    """PyYAML's messages quote the offending line, which may carry the broker's password."""
+    path = _write(tmp_path, "cluster: demo\nbroker: redis://:s3cret@h:6379/0\nbroker: redis://:s3cret@h:6379/0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "duplicate key 'broker'" in str(info.value) and "s3cret" not in str(info.value)
+    path = _write(tmp_path, "cluster: demo\nbroker: [redis://:s3cret@h:6379/0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML" in str(info.value) and "s3cret" not in str(info.value), str(info.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rm.config import ClusterConfig, ConfigError, format_validation_error, load_yaml, parse_config
+from rm.config import ClusterConfig, ConfigError, format_validation_error, load_yaml, parse_config, yaml_problem
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "simulation" / "default.yaml"
 
@@ -91,5 +91,5 @@ def load_simulation(path: str | Path | None = None) -> SimulationSettings:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     return parse_simulation(data, str(path))
