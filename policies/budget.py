@@ -67,10 +67,10 @@ class BudgetGate:
         return allowed, message, cause
 
     def first_charge(self, pool: PoolView) -> Decimal:
-        """What a new node commits at once: its minimum unit, or more if the guard would stop it
-        within ``guard_s`` anyway (a node launched only to be drained is money thrown away)."""
+        """What a new node commits at once: its minimum unit, or what it may bill while it boots
+        (it cannot be stopped then) plus the guard's look ahead, if more."""
         rule = pool.billing
-        return max(rule.smallest_charge, rule.cost(rule.committed_s(self.guard_s)))
+        return max(rule.smallest_charge, rule.cost(rule.committed_s(pool.boot_timeout_s + self.guard_s)))
 
     def admit(self, launch: Launch, pool: PoolView) -> tuple[Launch | None, Refusal | None]:
         """Trim ``launch`` to what every budget covering its pool allows; explain what is cut."""
@@ -146,10 +146,14 @@ def _priced_nodes(pools: Iterable[PoolView], budget: BudgetView) -> list[tuple[P
 
 
 def _upcoming_charge(pool: PoolView, node: NodeView, now: float, guard_s: float) -> Decimal:
-    """What ``node`` will commit beyond its current unit within ``guard_s`` from now."""
+    """What ``node`` will commit beyond its current unit within ``guard_s`` from now; for a node
+    still on its way up, until ``guard_s`` past its boot timeout (nothing stops it before)."""
     rule = pool.billing
     elapsed = max(now - node.created_at, 0.0)
-    return rule.cost(rule.committed_s(elapsed + guard_s) - rule.committed_s(elapsed))
+    ahead = elapsed + guard_s
+    if node.status in _STARTING:
+        ahead = max(ahead, pool.boot_timeout_s + guard_s)
+    return rule.cost(rule.committed_s(ahead) - rule.committed_s(elapsed))
 
 
 def _money_drain(pool: PoolView, node: NodeView, budget: BudgetView, charge: Decimal, guard_s: float) -> Drain:
@@ -170,6 +174,7 @@ def _busy(node: NodeView) -> bool:
 
 
 _ENDED = frozenset({NodeStatus.TERMINATED, NodeStatus.FAILED})  # no longer billed
+_STARTING = frozenset({NodeStatus.REQUESTED, NodeStatus.PROVISIONING, NodeStatus.BOOTING})
 
 
 def _drainable(node: NodeView, hard_stop: bool) -> bool:

@@ -51,6 +51,7 @@ class PoolView:
     billing_unit_s: int = 1  # the provider bills per second (1), minute (60) or hour (3600)
     billing_minimum_s: int = 0  # a launched node is billed at least this long
     release_before_end_s: float = 0.0  # an idle node is kept until this close to the end of its paid time
+    boot_timeout_s: float = 0.0  # a launched node bills at most this long before it serves (or is failed)
     window_open: bool = True  # inside one of its bursting windows (or it has none); worked out by the controller
 
     @property

@@ -249,6 +249,15 @@ class ClusterConfig(_Frozen):
         return database
 
     @model_validator(mode="after")
+    def _budget_guard_outlives_a_tick(self) -> "ClusterConfig":
+        policy = self.policy
+        amounts = [b for b in (self.budgets.global_, *self.budgets.pools.values()) if b is not None and b.amount is not None]
+        if amounts and policy.budget_guard_s <= policy.tick_s:
+            raise ValueError(f"policy.budget_guard_s ({policy.budget_guard_s:g}) must be longer than policy.tick_s "
+                             f"({policy.tick_s:g}): a billing unit could begin between two ticks unseen")
+        return self
+
+    @model_validator(mode="after")
     def _lease_outlives_a_tick(self) -> "ClusterConfig":
         lease_s = self.ha.lease_for(self.policy.tick_s)
         if lease_s <= self.policy.tick_s:

@@ -367,7 +367,7 @@ def next_streaks(decision: Decision, streaks: dict[str, int]) -> dict[str, int]:
 def billing_fields(pool: PoolConfig) -> dict[str, Any]:
     """The pool's billing rule and release window, as the policy's PoolView spells them."""
     return {"billing_unit_s": UNIT_S[pool.billing.granularity], "billing_minimum_s": pool.billing.minimum_s,
-            "release_before_end_s": pool.release.before_end_s}
+            "release_before_end_s": pool.release.before_end_s, "boot_timeout_s": pool.boot_timeout_s}
 
 
 def count_by_pool(nodes: Sequence[Node]) -> dict[str, dict[str, int]]:

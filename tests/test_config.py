@@ -400,6 +400,16 @@ def test_a_yaml_error_never_quotes_the_line(tmp_path: Path) -> None:
     assert "not valid YAML" in str(info.value) and "s3cret" not in str(info.value), str(info.value)
 
 
+def test_a_budget_guard_shorter_than_a_tick_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "cluster: demo\npolicy: {tick_s: 120}\npools:\n  - {name: onprem, provider: local}\n"
+                            "budgets: {global: {period: month, amount: 5}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "policy.budget_guard_s (60) must be longer than policy.tick_s (120)" in str(info.value)
+    path.write_text(path.read_text().replace("tick_s: 120", "tick_s: 120, budget_guard_s: 300"))
+    assert load_config(path).policy.budget_guard_s == 300
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "does-not-exist.yaml"
     with pytest.raises(ConfigError) as info:
