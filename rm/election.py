@@ -70,6 +70,13 @@ class Elector(threading.Thread):
             log.warning("could not release the lease at stop (%s); it expires by itself", error)
         self._lost(held, "it stopped and released the lease", then="a standby takes over at its next round")
 
+    def _who_took_it(self) -> str:
+        try:
+            current = self.lease.read()
+        except SQLAlchemyError:
+            return "another instance holds its lease"
+        return f"instance {current.holder} took the lease at epoch {current.epoch}" if current else "its lease row is gone"
+
     def step(self) -> None:
         """One round: renew the lease held, or take an expired one."""
         held = self.fence.epoch
@@ -79,19 +86,18 @@ class Elector(threading.Thread):
             if not self._row_ready:  # the first round (or the first the database answered)
                 self.lease.ensure()
                 self._row_ready = True
-            if held is not None and self.lease.renew(held, now):
-                self._valid_until = started + self.lease.lease_s
-                return
+            if held is not None:
+                if self.lease.renew(held, now):
+                    self._valid_until = started + self.lease.lease_s
+                    return
+                self._lost(held, self._who_took_it())  # at once: the controller must not tick once more
+                held = None
             taken = self.lease.take_over(now)
         except SQLAlchemyError as error:
             log.warning("instance %s could not reach the lease (%s)", self.instance, error)
             if held is not None and time.monotonic() >= self._valid_until:
                 self._lost(held, "it could not renew its lease before it expired")
             return
-        if held is not None:
-            current = self.lease.read()
-            self._lost(held, f"instance {current.holder} took the lease at epoch {current.epoch}" if current else
-                       "its lease row is gone")
         if taken is not None:
             self._valid_until = started + self.lease.lease_s
             self._elected(*taken, now)

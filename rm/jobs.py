@@ -103,7 +103,11 @@ class JobService:
                          f"job {spec.name} ({job_id}) submitted by {owner or 'anonymous'} with "
                          f"{sum(t.replicate for t in spec.tasks)} task(s)", now=now, job_id=job_id)
         if self.leading():
-            self.dispatch_ready(now, job_ids=[job_id])
+            try:
+                self.dispatch_ready(now, job_ids=[job_id])
+            except Exception:  # noqa: BLE001 - the job is stored: the leader's next tick publishes it
+                log.warning("job %s stored; publishing it now failed, the next tick publishes it", job_id,
+                            exc_info=True, extra={"job_id": job_id})
         return job_id
 
     # -- dispatch --------------------------------------------------------------------------
@@ -244,6 +248,7 @@ class JobService:
                              f"task {task.name}[{task.index}] failed ({error}); retry {task.publishes} of {task.max_retries}",
                              now=now, job_id=task.job_id, task_id=task.id, node_id=task.node_id)
                 self.tracker.forget(task.celery_id)
+                self.guard(f"retry task {task.id} of job {task.job_id}")  # a stale leader must not publish it too
                 self._publish(task, now)
                 return 0
             self._finish(session, task, TaskState.FAILED, now, error=error, worker=meta.get("worker"))

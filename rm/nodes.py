@@ -35,7 +35,7 @@ S = NodeStatus
 #: A destroy the provider refused (timeout, 5xx, quota...) is asked again this long after.
 TERMINATE_RETRY_S = 5.0
 #: After a broker outage, agents get this long to reconnect before their silence counts.
-OUTAGE_GRACE_S = 30.0
+OUTAGE_GRACE_S = 60.0  # kombu retries a lost broker every 2, 4, ... up to 30 s, then a heartbeat: room for both
 BACKOFF_FIRST_S = 5.0  # after a pool's first failed launch; doubles per consecutive failure
 BACKOFF_MAX_S = 300.0
 BACKOFF_MAX_EXPONENT = 16  # 5 s * 2**16 is far past the cap already; a long outage must not overflow a float

@@ -119,6 +119,8 @@ class Runtime:
                                      self.jobs, self.actuator, self.keeper, leading=self.leading)
         if self.elector is not None:
             self.elector.on_elected = self._on_elected
+            if self.elector.leading():  # elected before the controller existed: adopt now
+                self._on_elected()
         self._spawn(self.controller.run, "controller")
         log.info("hybrid-rm cluster %s started (broker %s, database %s)", config.cluster,
                  "embedded" if self.embedded else "external", config.database.split("://")[0])
@@ -246,8 +248,14 @@ class Runtime:
             self.controller.stop()
         for thread in self._threads:
             thread.join(timeout=30)
-        if self.actuator is not None and self.store is not None and self.leading():
-            self._release_local_nodes()  # a standby's agents are the leader's: it leaves them
+        try:
+            if self.actuator is not None and self.store is not None and self.leading():
+                self._release_local_nodes()  # a standby's agents are the leader's: it leaves them
+        finally:  # whatever that met (a lost lease, a stopped database), the rest must not leak
+            self._stop_parts()
+        log.info("hybrid-rm cluster %s stopped", self._config.cluster)
+
+    def _stop_parts(self) -> None:
         if self.elector is not None:
             self.elector.stop()
         if self.monitor is not None:
@@ -260,7 +268,6 @@ class Runtime:
             self.embedded.stop()
         if self.store is not None:
             self.store.dispose()
-        log.info("hybrid-rm cluster %s stopped", self._config.cluster)
 
     def _release_local_nodes(self) -> None:
         """Local agents cannot outlive the manager that runs them: destroy them, record why."""
