@@ -245,6 +245,8 @@ class NodeKeeper:
         the VM would wait for the orphan collector's grace (``orphan_grace_s``).
         """
         if outcome.error is None:
+            for node_id in outcome.node_ids:
+                self._destroy_refused.pop(node_id, None)  # done: no more asking
             return
         for node_id in outcome.node_ids:
             node = session.get(Node, node_id)
@@ -254,7 +256,7 @@ class NodeKeeper:
     def _retry_refused_destroys(self, now: float, pending: PendingActions) -> None:
         for node_id, (pool, refused_at) in list(self._destroy_refused.items()):
             if now - refused_at >= TERMINATE_RETRY_S and not self.actuator.busy("terminate", pool, node_id):
-                del self._destroy_refused[node_id]
+                self._destroy_refused[node_id] = (pool, now)  # kept until a destroy succeeds: a failed tick loses nothing
                 log.info("asking again to destroy node %s of pool %s", node_id, pool,
                          extra={"pool": pool, "node_id": node_id})
                 pending.terminations.append((pool, [node_id]))
