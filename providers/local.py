@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,8 +29,15 @@ from pydantic import BaseModel, ConfigDict
 from providers.base import CloudNode, CloudState, LaunchErrorKind, LaunchRequest, LaunchResult, PoolSpec, Provider
 
 log = logging.getLogger("providers.local")
-#: The manager's API secrets: an agent never calls the API with them, and task code could read them.
-MANAGER_ONLY_ENV = frozenset({"RM_ADMIN_TOKEN", "RM_TOKEN"})
+#: The manager's secrets: its API tokens and the cloud credentials its drivers read from the
+#: environment (``client_secret_env``, ``secret_env``, OpenStack's ``OS_PASSWORD``...). An agent
+#: needs none of them, and the task code it runs could read them.
+SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|^AZURE_|^AWS_|^OS_|^GOOGLE_", re.I)
+
+
+def agent_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The manager's environment without its secrets, for a local agent."""
+    return {name: value for name, value in environ.items() if not SECRET_ENV.search(name)}
 
 TERM_GRACE_S = 20.0
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # where `agents` is importable from
@@ -85,7 +93,7 @@ class LocalProvider(Provider):
         existing = self._read(self._record_path(agent.node_id))
         if existing and self._process(existing):
             return LaunchResult(agent.node_id, True, provider_ref=f"pid:{existing['pid']}")
-        env = {name: value for name, value in os.environ.items() if name not in MANAGER_ONLY_ENV}
+        env = agent_environment(dict(os.environ))
         env[SETTINGS_ENV] = agent.to_json()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:

@@ -179,15 +179,19 @@ def test_restarted_manager_finds_its_running_node(
     assert provider.list_nodes(BURST) == []
 
 
-def test_an_agent_does_not_inherit_the_managers_api_tokens(
+def test_an_agent_does_not_inherit_the_managers_api_tokens_or_cloud_credentials(
     provider: LocalProvider, redis_url: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     monkeypatch.setenv("RM_ADMIN_TOKEN", "admin-secret-" + "x" * 24)
     monkeypatch.setenv("RM_TOKEN", "cli-secret-" + "y" * 24)
+    secrets = {"AZURE_CLIENT_SECRET": "az", "OS_PASSWORD": "os", "AWS_SECRET_ACCESS_KEY": "aws", "MY_EC2_SECRET": "ec2"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
     settings = settings_for("lp-3", redis_url)
     [result] = provider.launch(ONPREM, [LaunchRequest(settings.node_id, settings)])
     assert result.ok
     [leader] = wait_until(lambda: agent_leaders("lp-3"), "the agent process to start")
     environ = leader.environ()
     assert "RM_ADMIN_TOKEN" not in environ and "RM_TOKEN" not in environ
+    assert not set(secrets) & set(environ), "a cloud credential reached the agent"
     assert environ.get("PATH") == os.environ["PATH"], "the rest of the environment is kept"
