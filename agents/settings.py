@@ -26,8 +26,8 @@ class AgentSettings:
     soft_shutdown_timeout_s: float = 10.0
     task_modules: tuple[str, ...] = field(default=())
     preemption_watch: str = ""  # "azure": watch the instance metadata for a Spot eviction notice
-    broker_ca_pem: str = ""
-    allow_shell: bool = False  # builtin.shell runs only where an admin enabled it (agents.shell)  # the CA of a rediss:// broker's certificate (agents.tls)
+    broker_ca_pem: str = ""  # the CA of a rediss:// broker's certificate (agents.tls)
+    allow_shell: bool = False  # builtin.shell runs only where an admin enabled it (agents.shell)
 
     @property
     def worker_name(self) -> str:

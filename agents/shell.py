@@ -5,9 +5,11 @@ manager refuses a workflow that uses it unless ``agent.allow_shell`` is set (422
 ``shell_disabled``), and each agent refuses it too unless its own settings allow it, so a
 message that reached the broker some other way still runs nothing.
 
-Why a clean environment: the agent's environment may hold the broker URL with its password,
-cloud credentials or ``RM_ADMIN_TOKEN``; a command gets only ``PATH``, ``LANG``, ``HOME`` (a
-fresh temporary directory, also its working directory) and nothing inherited.
+Why a clean environment: the agent's environment holds the broker URL with its password; a
+command gets only ``PATH``, ``LANG``, ``HOME`` (a fresh temporary directory, also its working
+directory) and nothing inherited, so a careless ``env`` or a child that dumps its environment
+leaks nothing. It is not a sandbox: the command runs as the agent's user, which can read the
+agent's own ``/proc/<pid>/environ``; enable shell tasks only for users trusted with the agent.
 """
 
 from __future__ import annotations

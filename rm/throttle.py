@@ -2,7 +2,8 @@
 
 Why: the enrolment endpoint takes a bearer secret from machines that have nothing else; a
 client guessing tokens must be slowed down long before a guess could succeed, while a VM that
-enrols normally is never refused. Only *refusals* count, so honest traffic never trips it.
+enrols normally is never refused. Only refused guesses (unknown tokens) count, so honest
+traffic, and VMs sharing one NAT address whose real tokens are refused, never trip it.
 In memory and per process: a restart forgets, which costs an attacker at most one more window.
 The clock is an argument, so the rule is tested without sleeping.
 """

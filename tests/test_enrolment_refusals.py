@@ -96,6 +96,14 @@ def test_ten_refusals_a_minute_and_the_client_gets_429_even_with_a_good_token(se
         assert enrol(other, "onprem-t1", good).status_code == 200
 
 
+def test_real_tokens_refused_never_throttle_a_shared_address(secured: Secured) -> None:
+    """403s are no guesses: VMs behind one NAT address whose tokens are stale must not lock out the rest."""
+    stale, good = booting(secured, "onprem-n1"), booting(secured, "onprem-n2")
+    with loopback_client(secured.url) as nat:
+        assert {enrol(nat, "onprem-n2", stale).status_code for _ in range(12)} == {403}  # WRONG_NODE each time
+        assert enrol(nat, "onprem-n2", good).status_code == 200
+
+
 def test_the_throttle_window_slides() -> None:
     throttle = RefusalThrottle(limit=3, window_s=60, max_clients=2)
     for at in (0.0, 10.0, 20.0):

@@ -43,8 +43,13 @@ def _client(request: Request) -> str:
 
 
 def _refuse(request: Request, node_id: str, reason: str, code: int, now: float) -> HTTPException:
-    """Count the refusal against the client and build its answer (never naming the token)."""
-    throttle(request).refused(_client(request), now)
+    """Count a guess against the client and build the answer (never naming the token).
+
+    Only unknown tokens (401) count: they are what guessing looks like. A real token refused (403:
+    expired, replayed, another node's, a given-up node's) is no guess, and many VMs behind one NAT
+    address must not lock each other out with them."""
+    if code == status.HTTP_401_UNAUTHORIZED:
+        throttle(request).refused(_client(request), now)
     ENROL_REFUSALS.labels(reason=reason).inc()
     return HTTPException(code, f"enrolment as node {node_id} refused: {reason}",
                          headers=UNAUTHORIZED if code == status.HTTP_401_UNAUTHORIZED else None)
