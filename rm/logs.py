@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from urllib.parse import unquote_plus
 
 ID_FIELDS = ("job_id", "task_id", "node_id", "pool")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s job=%(job_id)s task=%(task_id)s node=%(node_id)s pool=%(pool)s: %(message)s"
@@ -24,13 +25,15 @@ class IdDefaults(logging.Filter):
         return True
 
 
-TOKEN_IN_QUERY = re.compile(r"((?:^|[?&;])token=)[^&;\s\"']*", re.IGNORECASE)
+QUERY_PAIR = re.compile(r"((?:^|[?&;])([^=&;?\s\"']+)=)([^&;\s\"']*)")
 ACCESS_LOGGERS = ("uvicorn.access",)
 
 
 def mask_tokens(text: str) -> str:
-    """``/?token=abc&x=1`` -> ``/?token=***&x=1``: a dashboard link's token must not reach a log."""
-    return TOKEN_IN_QUERY.sub(r"\1***", text)
+    """``/?token=abc&x=1`` -> ``/?token=***&x=1``: a dashboard link's token must not reach a log,
+    however its name is spelled (``TOKEN=``, ``tok%65n=``: the server decodes both)."""
+    return QUERY_PAIR.sub(lambda m: f"{m.group(1)}***" if unquote_plus(m.group(2)).lower() == "token" else m.group(0),
+                          text)
 
 
 class MaskTokens(logging.Filter):

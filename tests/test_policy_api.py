@@ -160,8 +160,12 @@ def test_a_token_link_becomes_a_session_cookie_and_cookie_changes_need_the_csrf_
         assert browser.put("/api/v1/policy", json=update, headers={"X-Requested-With": "hybrid-rm"}).status_code == 200
         browser.post("/logout")
         assert browser.get("/api/v1/whoami").status_code == 401
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for cross_site in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):  # login CSRF
+            assert browser.post("/login", content=f"token={secret}", headers={**form, **cross_site}).status_code == 403
+            assert browser.get("/api/v1/whoami").status_code == 401
         signed = browser.post("/login", content=f"token={secret}",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+                              headers={**form, "Origin": running.url, "Sec-Fetch-Site": "same-origin"})
         assert signed.status_code == 303 and browser.get("/api/v1/whoami").status_code == 200
 
 

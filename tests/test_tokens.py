@@ -160,6 +160,8 @@ def test_the_token_in_a_link_is_masked_in_the_access_log(caplog: pytest.LogCaptu
     try:
         with caplog.at_level(logging.INFO, logger="uvicorn.access"):  # uvicorn's own access-log call
             access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/?token=s3cr3t-value&x=1", "1.1", 303)
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/?x=1&tok%65n=s3cr3t-other", "1.1", 303)
     finally:
         access.removeHandler(caplog.handler)
     assert caplog.records and "s3cr3t-value" not in caplog.text and "/?token=***&x=1" in caplog.text
+    assert "s3cr3t-other" not in caplog.text and "/?x=1&tok%65n=***" in caplog.text, "an encoded name is a token too"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import time
 from importlib import resources
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -65,8 +65,18 @@ def index(request: Request, token: str | None = None) -> Response:
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
+def _cross_site(request: Request) -> bool:
+    """A form posted from another site (login CSRF: signing a victim in as the attacker)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("origin")  # "null" under our no-referrer policy: Sec-Fetch-Site decides then
+    return origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get("host", "")
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
+    if _cross_site(request):
+        return _login_page("Sign in from this page, not from another site.", status.HTTP_403_FORBIDDEN)
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     return _signed_in_as(request, (fields.get("token") or [""])[0].strip())
 
