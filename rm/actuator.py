@@ -23,6 +23,7 @@ from typing import Any
 from celery import Celery
 
 from providers.base import CloudNode, LaunchRequest, LaunchResult, PoolSpec, Provider
+from rm.leader import StaleLeader
 
 log = logging.getLogger("rm.actuator")
 
@@ -92,6 +93,9 @@ class Actuator:
         outcomes = []
         for op, pool, node_ids, future, started_at in done:
             error = future.exception()
+            if isinstance(error, StaleLeader):  # refused before any provider call: it did nothing to apply
+                log.info("%s in pool %s dropped: refused under a stale epoch", op, pool, extra={"pool": pool})
+                continue
             outcomes.append(Outcome(op, pool, node_ids, None if error else future.result(), error, started_at))
         return outcomes
 
