@@ -88,9 +88,10 @@ class FakeCloudState:
             self._faults[op].extend([fault] * times)
 
     def inject_every(self, n: int, fault: Fault | Sequence[Fault]) -> None:
-        """From now on, fail every ``n``-th call of each operation (create, list, delete) until
-        :meth:`stop_faults`; several faults are taken in turn. Counting per operation keeps the
-        pattern the same however the calls of different operations interleave."""
+        """From now on, fail the first call of each operation (create, list, delete) and every
+        ``n``-th after it until :meth:`stop_faults`; several faults are taken in turn. Counting per
+        operation keeps the pattern the same however the calls of different operations interleave,
+        and starting with a fault means an operation called at all is faulted at least once."""
         assert n >= 1, n
         with self.lock:
             self._every = n
@@ -110,7 +111,7 @@ class FakeCloudState:
             if not self._every:
                 return None
             self._calls[op] += 1
-            if self._calls[op] % self._every:
+            if (self._calls[op] - 1) % self._every:
                 return None
             fault = self._every_faults[len(self.faulted) % len(self._every_faults)]
             self.faulted.append((op, fault))
