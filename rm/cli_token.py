@@ -34,7 +34,7 @@ def _store(config: Optional[Path]) -> Store:
         console.print(f"[red]which cluster? give --config FILE or set ${CONFIG_ENV}[/red]")
         raise typer.Exit(2)
     store = Store(_load(path).database)
-    store.create_schema()
+    store.upgrade_schema()
     return store
 
 

@@ -50,9 +50,6 @@ class Store:
         """Bring the database to the newest schema revision (Alembic ``upgrade head``); idempotent."""
         schema.upgrade(self.engine)
 
-    #: The name callers used before migrations existed; it now upgrades, it never ``create_all``s.
-    create_schema = upgrade_schema
-
     @property
     def sessionmaker(self) -> sessionmaker:
         """The factory behind :meth:`session`, for session event hooks (rm/leader.py's fence)."""

@@ -40,7 +40,12 @@ def _demo_data(demo_yaml_text: str) -> dict[str, Any]:
 
 def _load_error(tmp_path: Path, data: Any, name: str = "rm.yaml") -> str:
     """Write ``data`` as YAML, load it, and return the ConfigError message (it must fail)."""
-    path = _write(tmp_path, yaml.safe_dump(data, sort_keys=False), name)
+    return _text_error(tmp_path, yaml.safe_dump(data, sort_keys=False), name)
+
+
+def _text_error(tmp_path: Path, text: str, name: str = "rm.yaml") -> str:
+    """Write ``text``, load it, and return the ConfigError message (it must fail, naming the file)."""
+    path = _write(tmp_path, text, name)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
@@ -359,54 +364,35 @@ def test_missing_cluster(tmp_path: Path, demo_yaml_text: str) -> None:
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n", ""])
 def test_non_mapping_top_level(tmp_path: Path, text: str) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:"), message
-    assert "top level must be a mapping" in message
+    assert "top level must be a mapping" in _text_error(tmp_path, text)
 
 
 def test_invalid_yaml(tmp_path: Path) -> None:
-    path = _write(tmp_path, "cluster: demo\npools: [\n  {name: x\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:"), message
-    assert "not valid YAML" in message
+    assert "not valid YAML" in _text_error(tmp_path, "cluster: demo\npools: [\n  {name: x\n")
 
 
 def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys silently; the config loader refuses them."""
-    path = _write(tmp_path, "cluster: demo\npools:\n  - {name: onprem, provider: local}\n"
-                            "budgets: {global: {period: month, amount: 5}}\n"
-                            "budgets: {global: {period: month, amount: 50}}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: not valid YAML"), message
+    message = _text_error(tmp_path, "cluster: demo\npools:\n  - {name: onprem, provider: local}\n"
+                                    "budgets: {global: {period: month, amount: 5}}\n"
+                                    "budgets: {global: {period: month, amount: 50}}\n")
+    assert ": not valid YAML" in message, message
     assert "duplicate key 'budgets' (first given on line 4) (line 5, column 1)" in message
 
 
 def test_a_yaml_error_never_quotes_the_line(tmp_path: Path) -> None:
     """PyYAML's messages quote the offending line, which may carry the broker's password."""
-    path = _write(tmp_path, "cluster: demo\nbroker: redis://:s3cret@h:6379/0\nbroker: redis://:s3cret@h:6379/0\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert "duplicate key 'broker'" in str(info.value) and "s3cret" not in str(info.value)
-    path = _write(tmp_path, "cluster: demo\nbroker: [redis://:s3cret@h:6379/0\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert "not valid YAML" in str(info.value) and "s3cret" not in str(info.value), str(info.value)
+    twice = _text_error(tmp_path, "cluster: demo\nbroker: redis://:s3cret@h:6379/0\nbroker: redis://:s3cret@h:6379/0\n")
+    assert "duplicate key 'broker'" in twice and "s3cret" not in twice, twice
+    broken = _text_error(tmp_path, "cluster: demo\nbroker: [redis://:s3cret@h:6379/0\n")
+    assert "not valid YAML" in broken and "s3cret" not in broken, broken
 
 
 def test_a_budget_guard_shorter_than_a_tick_is_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, "cluster: demo\npolicy: {tick_s: 120}\npools:\n  - {name: onprem, provider: local}\n"
-                            "budgets: {global: {period: month, amount: 5}}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert "policy.budget_guard_s (60) must be longer than policy.tick_s (120)" in str(info.value)
-    path.write_text(path.read_text().replace("tick_s: 120", "tick_s: 120, budget_guard_s: 300"))
+    text = "cluster: demo\npolicy: {tick_s: 120}\npools:\n  - {name: onprem, provider: local}\n" \
+           "budgets: {global: {period: month, amount: 5}}\n"
+    assert "policy.budget_guard_s (60) must be longer than policy.tick_s (120)" in _text_error(tmp_path, text)
+    path = _write(tmp_path, text.replace("tick_s: 120", "tick_s: 120, budget_guard_s: 300"))
     assert load_config(path).policy.budget_guard_s == 300
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import trustme
 
 from agents.settings import AgentSettings
 from agents.tls import agent_broker_url, unverified_tls, with_ca_file
@@ -28,7 +29,6 @@ TLS_REDIS = "/usr/bin/redis-server"
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(rediss:// URL demanding verification, CA file) of a TLS-only redis-server; stopped at teardown."""
-    trustme = pytest.importorskip("trustme")
     assert Path(TLS_REDIS).exists(), f"{TLS_REDIS} (Debian's redis-server, built with TLS) is needed"
     tmp = tmp_path_factory.mktemp("tls")
     ca = trustme.CA()

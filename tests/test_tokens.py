@@ -108,7 +108,7 @@ def test_a_short_rm_admin_token_stops_the_manager_with_a_clear_error(tmp_path: P
 
 def test_seeding_is_idempotent_and_a_new_value_replaces_the_old(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/rm.db")
-    store.create_schema()
+    store.upgrade_schema()
     first, second = "a" * 24, "b" * 40
     seed_env_admin(store, 1.0, {ADMIN_TOKEN_ENV: first})
     seed_env_admin(store, 2.0, {ADMIN_TOKEN_ENV: first})
