@@ -68,6 +68,7 @@ class Runtime:
         self.broker: redis.Redis | None = None
         self.elector: Elector | None = None
         self.started_at = 0.0
+        self.broker_ca_pem = ""
         self.instance_id = config.ha.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
@@ -101,6 +102,8 @@ class Runtime:
             self.broker_url = self.embedded.start()
         else:
             self.broker_url = with_ca_file(config.broker, config.agent.broker_ca_file)
+        # read once: every agent's settings carry it, and a file gone later must not fail enrolments
+        self.broker_ca_pem = Path(config.agent.broker_ca_file).read_text() if config.agent.broker_ca_file else ""
         agent = config.agent
         self.app = make_app(self.broker_url, visibility_timeout_s=agent.visibility_timeout_s,
                             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s)
@@ -189,7 +192,7 @@ class Runtime:
             visibility_timeout_s=agent.visibility_timeout_s, lease_renew_s=agent.lease_renew_s,
             restore_interval_s=agent.restore_interval_s, soft_shutdown_timeout_s=agent.soft_shutdown_timeout_s,
             preemption_watch="azure" if spot else "",
-            broker_ca_pem=Path(agent.broker_ca_file).read_text() if agent.broker_ca_file else "",
+            broker_ca_pem=self.broker_ca_pem,
             allow_shell=agent.allow_shell,
         )
 
